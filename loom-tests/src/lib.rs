@@ -1,0 +1,1 @@
+//! Holds no code: the models are in `tests/`.

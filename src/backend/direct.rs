@@ -1,0 +1,312 @@
+//! Direct mapping: the device reaches memory at its physical address plus a
+//! bus offset, with no IOMMU in between.
+//!
+//! The bus may expose memory through several windows, each with its own
+//! offset (Linux's `bus_dma_region` table, from a device tree's
+//! `dma-ranges`); [`DmaWindows`] holds them. [`DirectCoherent`] is the
+//! backend for a device that also snoops the CPU's caches: its sync and
+//! unmap do nothing, and it declares so, so they compile to nothing and its
+//! handles carry neither a physical address nor any state.
+
+use crate::addr::{DmaAddr, PhysAddr};
+use crate::backend::{Backend, MapRequest, Mapping, NoPhys, SyncRange};
+use crate::error::MapErrorKind;
+use crate::platform::PhysLookup;
+
+/// One window of the bus: `size` bytes of physical memory from `cpu_start`
+/// appear to devices at `dma_start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DmaWindow {
+    /// First physical address of the window.
+    pub cpu_start: PhysAddr,
+    /// The DMA address at which devices see `cpu_start`.
+    pub dma_start: DmaAddr,
+    /// Length in bytes.
+    pub size: u64,
+}
+
+/// Why a window table was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WindowError {
+    /// More windows than [`DmaWindows::MAX`].
+    #[error("{0} DMA windows given; at most {max} are supported", max = DmaWindows::MAX)]
+    TooMany(usize),
+    /// No windows, or a window of size zero.
+    #[error("a DMA window table needs at least one window of non-zero size")]
+    Empty,
+    /// A window runs past the end of the physical or DMA address space.
+    #[error("DMA window {0} runs past the end of the address space")]
+    Overflow(usize),
+    /// Two windows overlap in physical or in DMA addresses.
+    #[error("DMA windows {0} and {1} overlap")]
+    Overlap(usize, usize),
+}
+
+/// The bus's windows, at most [`MAX`](Self::MAX), none overlapping.
+///
+/// # Example
+///
+/// ```
+/// use dmacap::{DmaAddr, PhysAddr};
+/// use dmacap::backend::direct::{DmaWindow, DmaWindows};
+///
+/// // RAM at 2 GiB appears to devices at 0.
+/// let w = DmaWindows::new(&[DmaWindow {
+///     cpu_start: PhysAddr::new(0x8000_0000),
+///     dma_start: DmaAddr::new(0),
+///     size: 0x4000_0000,
+/// }])
+/// .unwrap();
+/// assert_eq!(w.phys_to_dma(PhysAddr::new(0x8000_1000), 16), Some(DmaAddr::new(0x1000)));
+/// assert_eq!(w.phys_to_dma(PhysAddr::new(0x1000), 16), None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DmaWindows {
+    windows: [DmaWindow; DmaWindows::MAX],
+    count: usize,
+}
+
+const EMPTY_WINDOW: DmaWindow = DmaWindow {
+    cpu_start: PhysAddr::new(0),
+    dma_start: DmaAddr::new(0),
+    size: 0,
+};
+
+/// Whether `[a, a + a_len)` and `[b, b + b_len)` share a byte (lengths > 0,
+/// neither range overflowing).
+const fn overlaps(a: u64, a_len: u64, b: u64, b_len: u64) -> bool {
+    a < b + b_len && b < a + a_len
+}
+
+impl DmaWindows {
+    /// The most windows a table holds.
+    pub const MAX: usize = 8;
+
+    /// DMA address equals physical address, everywhere.
+    pub const fn identity() -> Self {
+        Self::single(DmaWindow {
+            cpu_start: PhysAddr::new(0),
+            dma_start: DmaAddr::new(0),
+            size: u64::MAX,
+        })
+    }
+
+    /// One window. Panics in const context if it overflows; use
+    /// [`new`](Self::new) to get an error instead.
+    pub const fn single(window: DmaWindow) -> Self {
+        assert!(window.size > 0);
+        assert!(window.cpu_start.checked_add(window.size - 1).is_some());
+        assert!(window.dma_start.checked_add(window.size - 1).is_some());
+        let mut windows = [EMPTY_WINDOW; Self::MAX];
+        windows[0] = window;
+        Self { windows, count: 1 }
+    }
+
+    /// A table of several windows, checked.
+    pub fn new(list: &[DmaWindow]) -> Result<Self, WindowError> {
+        if list.len() > Self::MAX {
+            return Err(WindowError::TooMany(list.len()));
+        }
+        if list.is_empty() || list.iter().any(|w| w.size == 0) {
+            return Err(WindowError::Empty);
+        }
+        for (i, w) in list.iter().enumerate() {
+            if w.cpu_start.last_of(w.size).is_none() || w.dma_start.last_of(w.size).is_none() {
+                return Err(WindowError::Overflow(i));
+            }
+        }
+        for (i, a) in list.iter().enumerate() {
+            for (j, b) in list.iter().enumerate().skip(i + 1) {
+                let phys = overlaps(a.cpu_start.as_u64(), a.size, b.cpu_start.as_u64(), b.size);
+                let dma = overlaps(a.dma_start.as_u64(), a.size, b.dma_start.as_u64(), b.size);
+                if phys || dma {
+                    return Err(WindowError::Overlap(i, j));
+                }
+            }
+        }
+        let mut windows = [EMPTY_WINDOW; Self::MAX];
+        windows[..list.len()].copy_from_slice(list);
+        Ok(Self {
+            windows,
+            count: list.len(),
+        })
+    }
+
+    /// The windows.
+    pub fn as_slice(&self) -> &[DmaWindow] {
+        &self.windows[..self.count]
+    }
+
+    /// The DMA address of `len` bytes at `phys`, if one window holds all of
+    /// them. This is the forward translation done once, at map time.
+    #[inline]
+    pub fn phys_to_dma(&self, phys: PhysAddr, len: u64) -> Option<DmaAddr> {
+        let last = phys.last_of(len)?.as_u64();
+        self.as_slice().iter().find_map(|w| {
+            let start = w.cpu_start.as_u64();
+            let off = phys.as_u64().checked_sub(start)?;
+            (last - start < w.size).then(|| DmaAddr::new(w.dma_start.as_u64() + off))
+        })
+    }
+
+    /// What the interconnect does for a device access: the physical address
+    /// behind `dma`, and how many bytes from there stay in the same window.
+    ///
+    /// dmacap's own mapping code never calls this (handles carry the
+    /// physical address); it exists for bus models such as the simulated
+    /// device.
+    pub fn bus_to_phys(&self, dma: DmaAddr) -> Option<(PhysAddr, u64)> {
+        self.as_slice().iter().find_map(|w| {
+            let off = dma.as_u64().checked_sub(w.dma_start.as_u64())?;
+            (off < w.size).then(|| (PhysAddr::new(w.cpu_start.as_u64() + off), w.size - off))
+        })
+    }
+}
+
+impl Default for DmaWindows {
+    fn default() -> Self {
+        Self::identity()
+    }
+}
+
+/// The backend for a device that reaches memory directly and snoops the
+/// CPU's caches (most x86 devices; arm64 devices marked `dma-coherent`).
+///
+/// Map is a window lookup and a mask check. Sync and unmap do nothing and
+/// are declared so ([`Backend::SYNC_IS_NOOP`], [`Backend::UNMAP_IS_NOOP`]),
+/// and handles keep no physical address and no state, so a handle over a
+/// `Box<[u8]>` is the box, the DMA address and the device reference.
+///
+/// Addresses beyond the device's mask are an error here: this backend does
+/// not bounce.
+#[derive(Debug, Clone)]
+pub struct DirectCoherent<P> {
+    platform: P,
+    windows: DmaWindows,
+}
+
+impl<P: PhysLookup> DirectCoherent<P> {
+    /// A backend where DMA addresses equal physical addresses.
+    pub fn new(platform: P) -> Self {
+        Self::with_windows(platform, DmaWindows::identity())
+    }
+
+    /// A backend whose bus maps memory through `windows`.
+    pub fn with_windows(platform: P, windows: DmaWindows) -> Self {
+        Self { platform, windows }
+    }
+
+    /// The bus windows.
+    pub fn windows(&self) -> &DmaWindows {
+        &self.windows
+    }
+}
+
+/// Translates and checks a request against windows and the device's mask:
+/// the map step every direct backend shares.
+pub fn direct_map(windows: &DmaWindows, req: &MapRequest<'_>) -> Result<DmaAddr, MapErrorKind> {
+    let len = req.len as u64;
+    let dma = windows
+        .phys_to_dma(req.phys, len)
+        .ok_or(MapErrorKind::NoDmaWindow {
+            phys: req.phys,
+            len: req.len,
+        })?;
+    let mask = req.device.config().mask();
+    if !mask.covers(dma, len) {
+        return Err(MapErrorKind::BeyondMask {
+            dma,
+            len: req.len,
+            mask,
+        });
+    }
+    Ok(dma)
+}
+
+// SAFETY: (1) `direct_map` returns the window's image of `[phys, phys+len)`
+// and checks it against the mask; the bus then routes it to that memory.
+// (2, 3) The device snoops the CPU's caches, so nothing needs to be done for
+// coherence: sync is truly a no-op. Unmap holds and frees nothing. (4) The
+// buffer is never touched. (5) `flush` has nothing to complete.
+unsafe impl<P: PhysLookup> Backend for DirectCoherent<P> {
+    type Platform = P;
+    type Phys = NoPhys;
+    type State = ();
+
+    const COHERENT: bool = true;
+    const SYNC_IS_NOOP: bool = true;
+    const UNMAP_IS_NOOP: bool = true;
+
+    #[inline]
+    fn platform(&self) -> &P {
+        &self.platform
+    }
+
+    #[inline]
+    fn map(&self, req: &MapRequest<'_>) -> Result<(DmaAddr, ()), MapErrorKind> {
+        direct_map(&self.windows, req).map(|dma| (dma, ()))
+    }
+
+    #[inline(always)]
+    unsafe fn sync_for_device(&self, _: &Mapping<'_, Self>, _: &(), _: SyncRange) {}
+
+    #[inline(always)]
+    unsafe fn sync_for_cpu(&self, _: &Mapping<'_, Self>, _: &(), _: SyncRange) {}
+
+    #[inline(always)]
+    unsafe fn unmap(&self, _: &Mapping<'_, Self>, (): ()) {}
+
+    #[inline(always)]
+    fn flush(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(cpu: u64, dma: u64, size: u64) -> DmaWindow {
+        DmaWindow {
+            cpu_start: PhysAddr::new(cpu),
+            dma_start: DmaAddr::new(dma),
+            size,
+        }
+    }
+
+    #[test]
+    fn windows_are_checked() {
+        assert_eq!(DmaWindows::new(&[]), Err(WindowError::Empty));
+        assert_eq!(DmaWindows::new(&[w(0, 0, 0)]), Err(WindowError::Empty));
+        assert_eq!(
+            DmaWindows::new(&[w(u64::MAX, 0, 2)]),
+            Err(WindowError::Overflow(0))
+        );
+        assert_eq!(
+            DmaWindows::new(&[w(0, 0, 0x1000), w(0x800, 0x10_0000, 0x1000)]),
+            Err(WindowError::Overlap(0, 1))
+        );
+        assert_eq!(
+            DmaWindows::new(&[w(0, 0, 0x1000), w(0x10_0000, 0x800, 0x1000)]),
+            Err(WindowError::Overlap(0, 1))
+        );
+        assert_eq!(
+            DmaWindows::new(&[w(0, 0, 1); 9]),
+            Err(WindowError::TooMany(9))
+        );
+    }
+
+    #[test]
+    fn translation_stays_inside_one_window() {
+        let t = DmaWindows::new(&[w(0x1000, 0x10_0000, 0x1000), w(0x2000, 0x20_0000, 0x1000)])
+            .unwrap();
+        assert_eq!(t.phys_to_dma(PhysAddr::new(0x1ff0), 0x10), Some(DmaAddr::new(0x10_0ff0)));
+        // Straddles the two windows: refused, even though both halves map.
+        assert_eq!(t.phys_to_dma(PhysAddr::new(0x1ff0), 0x20), None);
+        assert_eq!(t.phys_to_dma(PhysAddr::new(0x2000), 0), None);
+        assert_eq!(
+            t.bus_to_phys(DmaAddr::new(0x20_0010)),
+            Some((PhysAddr::new(0x2010), 0xff0))
+        );
+        assert_eq!(t.bus_to_phys(DmaAddr::new(0x30_0000)), None);
+    }
+}

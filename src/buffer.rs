@@ -1,0 +1,222 @@
+//! What can be mapped: owned memory with a stable address.
+//!
+//! A buffer is mapped by giving it away: [`DmaBuffer::into_raw_parts`] turns
+//! it into a pointer (plus whatever its allocator needs) that the handle
+//! keeps, and unmapping rebuilds it with [`DmaBuffer::from_raw_parts`]. While
+//! mapped, nothing else can reach the memory, and if the handle is leaked the
+//! memory is leaked with it, never freed under a device that may still write
+//! it. That is why a stack borrow cannot be mapped: a `&'a mut [u8]` with a
+//! shorter lifetime than `'static` does not implement [`DmaBuffer`], because
+//! forgetting its handle would let the stack frame be reused while the device
+//! still writes there.
+//!
+//! Element types are described with zerocopy's traits: see [`Transfer`].
+
+use core::marker::PhantomData;
+use core::mem::size_of;
+use core::ptr::NonNull;
+
+use zerocopy::{FromBytes, IntoBytes};
+
+use crate::direction::{Bidirectional, Direction, FromDevice, ToDevice};
+
+mod sealed {
+    pub trait Sealed {}
+    impl<T> Sealed for T {}
+    impl<T> Sealed for [T] {}
+}
+
+/// The shape of a buffer's contents: one `T`, or a slice `[T]`. Sealed.
+pub trait DmaTarget: sealed::Sealed {
+    /// The element type: `T` for both `T` and `[T]`.
+    type Elem;
+
+    /// The number of bytes behind `ptr` (for a slice, its length times the
+    /// element size).
+    fn byte_len(ptr: NonNull<Self>) -> usize;
+}
+
+impl<T> DmaTarget for T {
+    type Elem = T;
+    #[inline]
+    fn byte_len(_: NonNull<Self>) -> usize {
+        size_of::<T>()
+    }
+}
+
+impl<T> DmaTarget for [T] {
+    type Elem = T;
+    #[inline]
+    fn byte_len(ptr: NonNull<Self>) -> usize {
+        // Cannot overflow: the slice exists in memory.
+        ptr.len() * size_of::<T>()
+    }
+}
+
+/// Contents that may travel in direction `D` (rule 4 of the design):
+///
+/// - [`ToDevice`]: the device reads the bytes, so `T: IntoBytes` (no padding
+///   bytes, which would leak uninitialised memory to the device);
+/// - [`FromDevice`]: the device writes arbitrary bytes the CPU then reads as
+///   `T`, so `T: FromBytes` (every bit pattern is a valid `T`);
+/// - [`Bidirectional`]: both.
+///
+/// Implemented for every type that qualifies; never implement it by hand.
+pub trait Transfer<D: Direction> {}
+
+impl<T: ?Sized + IntoBytes> Transfer<ToDevice> for T {}
+impl<T: ?Sized + FromBytes> Transfer<FromDevice> for T {}
+impl<T: ?Sized + IntoBytes + FromBytes> Transfer<Bidirectional> for T {}
+
+/// Owned memory with a stable address that can be mapped for DMA.
+///
+/// # Safety
+///
+/// An implementation promises, for the pointer `p` returned by
+/// [`into_raw_parts`](Self::into_raw_parts):
+///
+/// 1. `p` is non-null, aligned for `Target`, and valid for reads and writes
+///    of [`DmaTarget::byte_len`]`(p)` bytes, which are initialised.
+/// 2. Until `from_raw_parts(p, keep)` is called, nothing but the holder of
+///    `p` accesses that memory, and the memory stays allocated at the same
+///    address. If `from_raw_parts` is never called, it stays allocated
+///    forever: dropping or forgetting `keep` must not free it. (This is what
+///    excludes borrows shorter than `'static`.)
+/// 3. `from_raw_parts(p, keep)` with the parts returned by one call of
+///    `into_raw_parts` gives back the same buffer.
+/// 4. Any bytes written to the memory in the meantime are valid for
+///    `Target` when the buffer is rebuilt (guaranteed by dmacap's
+///    [`Transfer`] bounds, which every map call requires).
+pub unsafe trait DmaBuffer: Sized {
+    /// The contents: `T` or `[T]`.
+    type Target: ?Sized + DmaTarget;
+
+    /// What the buffer keeps besides its pointer while it is mapped, such as
+    /// a handle to its allocator; `()` for `Box` and static references.
+    type Keep;
+
+    /// Gives the buffer up, returning its pointer and whatever else is
+    /// needed to rebuild it.
+    fn into_raw_parts(self) -> (NonNull<Self::Target>, Self::Keep);
+
+    /// Rebuilds the buffer from the parts [`into_raw_parts`](Self::into_raw_parts)
+    /// returned.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` and `keep` must come from one call of `into_raw_parts` on this
+    /// type, and must not have been used to rebuild a buffer before.
+    unsafe fn from_raw_parts(ptr: NonNull<Self::Target>, keep: Self::Keep) -> Self;
+}
+
+// SAFETY: the pointer returned by `Box::into_raw` is non-null, aligned and
+// valid for the value's bytes, which a `Box` always keeps initialised; the
+// heap allocation never moves, and is freed only by `Box::from_raw`.
+#[cfg(feature = "alloc")]
+unsafe impl<T: ?Sized + DmaTarget> DmaBuffer for alloc::boxed::Box<T> {
+    type Target = T;
+    type Keep = ();
+
+    #[inline]
+    fn into_raw_parts(self) -> (NonNull<T>, ()) {
+        // SAFETY: `Box::into_raw` never returns null.
+        (unsafe { NonNull::new_unchecked(alloc::boxed::Box::into_raw(self)) }, ())
+    }
+
+    #[inline]
+    unsafe fn from_raw_parts(ptr: NonNull<T>, (): ()) -> Self {
+        // SAFETY: the caller passes the pointer `into_raw_parts` took from a
+        // `Box` of this type, once.
+        unsafe { alloc::boxed::Box::from_raw(ptr.as_ptr()) }
+    }
+}
+
+// SAFETY: a `&'static mut` is non-null, aligned, initialised and exclusive;
+// its memory is never freed, so leaking the pointer leaks nothing that could
+// be reused.
+unsafe impl<T: ?Sized + DmaTarget> DmaBuffer for &'static mut T {
+    type Target = T;
+    type Keep = ();
+
+    #[inline]
+    fn into_raw_parts(self) -> (NonNull<T>, ()) {
+        (NonNull::from(self), ())
+    }
+
+    #[inline]
+    unsafe fn from_raw_parts(ptr: NonNull<T>, (): ()) -> Self {
+        // SAFETY: the pointer came from a `&'static mut T` that was given up,
+        // so it is valid and exclusive for `'static`.
+        unsafe { &mut *ptr.as_ptr() }
+    }
+}
+
+/// Raw memory that the caller vouches for: the escape hatch for memory
+/// dmacap cannot own, such as a region handed over by firmware or the
+/// buffers a `virtio-drivers`-style `Hal::share` receives.
+///
+/// It maps through the ordinary safe path once built; the promise is made
+/// once, in [`RawBuffer::new`].
+pub struct RawBuffer {
+    ptr: NonNull<[u8]>,
+    _not_sync: PhantomData<*mut u8>,
+}
+
+impl RawBuffer {
+    /// Wraps `len` bytes at `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// The caller promises that, from this call until the `RawBuffer` is
+    /// given back by an unmap (and forever if its handle is leaked):
+    ///
+    /// - `ptr` is valid for reads and writes of `ptr.len()` initialised bytes;
+    /// - nothing else reads or writes that memory;
+    /// - the memory is not freed or reused.
+    pub unsafe fn new(ptr: NonNull<[u8]>) -> Self {
+        Self {
+            ptr,
+            _not_sync: PhantomData,
+        }
+    }
+
+    /// The memory this buffer stands for.
+    pub fn as_ptr(&self) -> NonNull<[u8]> {
+        self.ptr
+    }
+
+    /// Gives the memory back to the caller.
+    pub fn into_inner(self) -> NonNull<[u8]> {
+        self.ptr
+    }
+}
+
+// SAFETY: the memory is plain bytes that the caller promised nobody else
+// touches, so moving the promise to another thread is fine.
+unsafe impl Send for RawBuffer {}
+
+impl core::fmt::Debug for RawBuffer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "RawBuffer({:p}, {} bytes)", self.ptr.as_ptr(), self.ptr.len())
+    }
+}
+
+// SAFETY: `RawBuffer::new`'s contract is exactly this trait's conditions 1
+// and 2 for byte contents; rebuilding returns the same pointer.
+unsafe impl DmaBuffer for RawBuffer {
+    type Target = [u8];
+    type Keep = ();
+
+    #[inline]
+    fn into_raw_parts(self) -> (NonNull<[u8]>, ()) {
+        (self.ptr, ())
+    }
+
+    #[inline]
+    unsafe fn from_raw_parts(ptr: NonNull<[u8]>, (): ()) -> Self {
+        Self {
+            ptr,
+            _not_sync: PhantomData,
+        }
+    }
+}

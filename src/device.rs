@@ -1,0 +1,310 @@
+//! One device's DMA context: its backend, its limits and its counters.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::addr::DmaMask;
+use crate::backend::Backend;
+use crate::buffer::{DmaBuffer, Transfer};
+use crate::direction::{Bidirectional, DevOwned, Direction, FromDevice, ToDevice};
+use crate::error::MapError;
+use crate::handle::Mapped;
+
+/// A device's addressing limits and trust, as a driver declares them at
+/// probe time (Linux's `dma_set_mask`, `dma_set_max_seg_size`,
+/// `dma_set_seg_boundary`, and the `untrusted` flag of external ports).
+///
+/// # Example
+///
+/// ```
+/// use dmacap::{DeviceConfig, DmaMask};
+/// let cfg = DeviceConfig::new().dma_mask(DmaMask::bits(32)).trusted(false);
+/// assert_eq!(cfg.mask().max_addr(), 0xffff_ffff);
+/// assert!(!cfg.is_trusted());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceConfig {
+    mask: DmaMask,
+    max_segment_size: usize,
+    segment_boundary: u64,
+    trusted: bool,
+}
+
+impl DeviceConfig {
+    /// Linux's defaults: a 32-bit mask, 64 KiB segments that do not cross a
+    /// 4 GiB boundary, and a trusted device.
+    pub const fn new() -> Self {
+        Self {
+            mask: DmaMask::bits(32),
+            max_segment_size: 64 * 1024,
+            segment_boundary: 0xffff_ffff,
+            trusted: true,
+        }
+    }
+
+    /// Sets the highest address the device can generate.
+    pub const fn dma_mask(mut self, mask: DmaMask) -> Self {
+        self.mask = mask;
+        self
+    }
+
+    /// Sets the longest scatter-gather segment the device accepts.
+    pub const fn max_segment_size(mut self, bytes: usize) -> Self {
+        self.max_segment_size = bytes;
+        self
+    }
+
+    /// Sets the boundary no segment may cross, as a mask (`0xffff` for
+    /// 64 KiB boundaries).
+    pub const fn segment_boundary(mut self, mask: u64) -> Self {
+        self.segment_boundary = mask;
+        self
+    }
+
+    /// Whether the device is trusted. An untrusted device (behind an
+    /// external port) gets strict IOMMU invalidation and whole-granule
+    /// bounce buffers, so it cannot read what shares a page with its buffer.
+    pub const fn trusted(mut self, trusted: bool) -> Self {
+        self.trusted = trusted;
+        self
+    }
+
+    /// The device's DMA mask.
+    pub const fn mask(&self) -> DmaMask {
+        self.mask
+    }
+
+    /// The longest segment the device accepts, in bytes.
+    pub const fn max_segment(&self) -> usize {
+        self.max_segment_size
+    }
+
+    /// The boundary mask no segment may cross.
+    pub const fn boundary_mask(&self) -> u64 {
+        self.segment_boundary
+    }
+
+    /// Whether the device is trusted.
+    pub const fn is_trusted(&self) -> bool {
+        self.trusted
+    }
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Counters kept per device. Backends add to the maintenance counters;
+/// dmacap adds to the leak counters.
+#[derive(Debug, Default)]
+pub struct DeviceStats {
+    leaked: AtomicUsize,
+    leaked_bytes: AtomicUsize,
+    barriers: AtomicUsize,
+    lines_cleaned: AtomicUsize,
+    lines_invalidated: AtomicUsize,
+}
+
+impl DeviceStats {
+    /// Handles dropped while the device owned them: their buffers are
+    /// quarantined (never freed) because the device may still write there.
+    pub fn leaked(&self) -> usize {
+        self.leaked.load(Ordering::Relaxed)
+    }
+
+    /// Bytes held by quarantined buffers.
+    pub fn leaked_bytes(&self) -> usize {
+        self.leaked_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Completion barriers issued (`dsb sy`, `sfence`) or IOTLB syncs.
+    pub fn barriers(&self) -> usize {
+        self.barriers.load(Ordering::Relaxed)
+    }
+
+    /// Cache lines cleaned (written back) for the device.
+    pub fn lines_cleaned(&self) -> usize {
+        self.lines_cleaned.load(Ordering::Relaxed)
+    }
+
+    /// Cache lines invalidated for the CPU.
+    pub fn lines_invalidated(&self) -> usize {
+        self.lines_invalidated.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` completion barriers.
+    pub fn add_barriers(&self, n: usize) {
+        self.barriers.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts `n` cleaned lines.
+    pub fn add_lines_cleaned(&self, n: usize) {
+        self.lines_cleaned.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts `n` invalidated lines.
+    pub fn add_lines_invalidated(&self, n: usize) {
+        self.lines_invalidated.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_leak(&self, bytes: usize) {
+        self.leaked.fetch_add(1, Ordering::Relaxed);
+        self.leaked_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// What a backend sees of the device: its limits and its counters.
+#[derive(Debug)]
+pub struct DeviceContext {
+    config: DeviceConfig,
+    stats: DeviceStats,
+}
+
+impl DeviceContext {
+    /// The device's limits.
+    pub fn config(&self) -> &DeviceConfig {
+        &self.config
+    }
+
+    /// The device's counters.
+    pub fn stats(&self) -> &DeviceStats {
+        &self.stats
+    }
+}
+
+/// One device's DMA context: the backend that reaches memory for it, its
+/// limits, and its counters.
+///
+/// Every handle borrows its device, so the device cannot be torn down (or
+/// moved) while any mapping of it lives: dropping a `Device` with a live
+/// handle does not compile.
+///
+/// # Example
+///
+/// ```
+/// use dmacap::{Mapped, ToDevice, DevOwned, CpuOwned};
+/// use dmacap::sim::SimPlatform;
+///
+/// let sim = SimPlatform::new(1 << 20);
+/// let dev = sim.coherent_device();
+/// let mut buf = sim.memory().alloc_slice::<u8>(64).unwrap();
+/// buf.copy_from_slice(&[7; 64]);
+/// let tx = dev.map_to_device(buf).expect("map");
+/// let _bus_addr = tx.dma_addr(); // give this to the device
+/// // ... the device reads the buffer and reports completion ...
+/// // SAFETY: the simulated device did nothing and will do nothing more.
+/// let buf = unsafe { tx.unmap() };
+/// assert_eq!(buf[0], 7);
+/// ```
+#[derive(Debug)]
+pub struct Device<B: Backend> {
+    backend: B,
+    ctx: DeviceContext,
+}
+
+impl<B: Backend> Device<B> {
+    /// A device reached through `backend`, with the limits in `config`.
+    pub fn new(backend: B, config: DeviceConfig) -> Self {
+        Self {
+            backend,
+            ctx: DeviceContext {
+                config,
+                stats: DeviceStats::default(),
+            },
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The device's limits.
+    pub fn config(&self) -> &DeviceConfig {
+        &self.ctx.config
+    }
+
+    /// The device's counters.
+    pub fn stats(&self) -> &DeviceStats {
+        &self.ctx.stats
+    }
+
+    /// What backends see: limits and counters.
+    pub fn context(&self) -> &DeviceContext {
+        &self.ctx
+    }
+
+    /// How many handles were dropped while this device owned them; their
+    /// buffers are quarantined, never freed.
+    pub fn leaked(&self) -> usize {
+        self.ctx.stats.leaked()
+    }
+
+    /// Whether the device sees the CPU's caches (decided by the backend's
+    /// type).
+    pub const fn is_coherent(&self) -> bool {
+        B::COHERENT
+    }
+
+    /// Maps `buf` for transfers in direction `D` and hands it to the device.
+    ///
+    /// On success the handle is device-owned: it gives the DMA address and
+    /// nothing else until it is synced back or unmapped. On failure the
+    /// buffer comes back inside the error.
+    ///
+    /// ```
+    /// use dmacap::Bidirectional;
+    /// # let sim = dmacap::sim::SimPlatform::new(1 << 16);
+    /// # let dev = sim.coherent_device();
+    /// let buf = sim.memory().alloc_slice::<u32>(16).unwrap();
+    /// let h = dev.map::<Bidirectional, _>(buf).unwrap();
+    /// # let _ = unsafe { h.unmap() };
+    /// ```
+    #[inline]
+    pub fn map<D: Direction, Buf: DmaBuffer>(
+        &self,
+        buf: Buf,
+    ) -> Result<Mapped<'_, D, DevOwned, Buf, B>, MapError<Buf>>
+    where
+        Buf::Target: Transfer<D>,
+    {
+        Mapped::map(self, buf)
+    }
+
+    /// [`map`](Self::map) for [`ToDevice`].
+    #[inline]
+    pub fn map_to_device<Buf: DmaBuffer>(
+        &self,
+        buf: Buf,
+    ) -> Result<Mapped<'_, ToDevice, DevOwned, Buf, B>, MapError<Buf>>
+    where
+        Buf::Target: Transfer<ToDevice>,
+    {
+        Mapped::map(self, buf)
+    }
+
+    /// [`map`](Self::map) for [`FromDevice`].
+    #[inline]
+    pub fn map_from_device<Buf: DmaBuffer>(
+        &self,
+        buf: Buf,
+    ) -> Result<Mapped<'_, FromDevice, DevOwned, Buf, B>, MapError<Buf>>
+    where
+        Buf::Target: Transfer<FromDevice>,
+    {
+        Mapped::map(self, buf)
+    }
+
+    /// [`map`](Self::map) for [`Bidirectional`].
+    #[inline]
+    pub fn map_bidirectional<Buf: DmaBuffer>(
+        &self,
+        buf: Buf,
+    ) -> Result<Mapped<'_, Bidirectional, DevOwned, Buf, B>, MapError<Buf>>
+    where
+        Buf::Target: Transfer<Bidirectional>,
+    {
+        Mapped::map(self, buf)
+    }
+}

@@ -1,0 +1,143 @@
+//! Errors. Every error says what failed and why, and every error of an
+//! operation that took a buffer or a handle gives it back (rule 5).
+
+use core::fmt;
+
+use crate::addr::{DmaAddr, DmaMask, PhysAddr};
+
+/// Why a mapping could not be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MapErrorKind {
+    /// The buffer has no bytes; a device cannot be given an empty range.
+    #[error("the buffer is empty: a zero-length range cannot be mapped")]
+    ZeroLength,
+    /// The platform could not name one contiguous physical range for the
+    /// buffer.
+    #[error("the platform has no contiguous physical address for {len} bytes at {cpu:#x}")]
+    NoPhysAddr {
+        /// The buffer's CPU address.
+        cpu: usize,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The range would run past the end of the address space.
+    #[error("{len} bytes at {phys} run past the end of the address space")]
+    AddressOverflow {
+        /// Start of the range.
+        phys: PhysAddr,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// No DMA window of the bus covers the whole buffer (Linux's
+    /// `bus_dma_region` table has no entry for it).
+    #[error("no DMA window covers {len} bytes at {phys}")]
+    NoDmaWindow {
+        /// Start of the buffer.
+        phys: PhysAddr,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The device cannot generate the DMA addresses the buffer would need,
+    /// and this backend does not bounce.
+    #[error("{len} bytes at DMA address {dma} lie beyond the device's mask {mask:?}")]
+    BeyondMask {
+        /// The DMA address the buffer would have.
+        dma: DmaAddr,
+        /// Its length in bytes.
+        len: usize,
+        /// The device's mask.
+        mask: DmaMask,
+    },
+    /// A backend-specific reason, for backends written outside dmacap.
+    #[error("the backend refused the mapping: {0}")]
+    Backend(&'static str),
+}
+
+/// A failed map: why, and the buffer, handed back unchanged.
+///
+/// # Example
+///
+/// ```
+/// use dmacap::{FromDevice, MapErrorKind};
+/// use dmacap::sim::SimPlatform;
+///
+/// let sim = SimPlatform::new(1 << 20);
+/// let dev = sim.coherent_device();
+/// let empty = sim.memory().alloc_slice::<u8>(0).unwrap();
+/// let err = dev.map::<FromDevice, _>(empty).unwrap_err();
+/// assert_eq!(err.kind(), MapErrorKind::ZeroLength);
+/// let _buffer_back = err.into_buffer();
+/// ```
+#[derive(thiserror::Error)]
+#[error("DMA map failed: {kind}")]
+pub struct MapError<Buf> {
+    kind: MapErrorKind,
+    buffer: Buf,
+}
+
+impl<Buf> MapError<Buf> {
+    pub(crate) fn new(buffer: Buf, kind: MapErrorKind) -> Self {
+        Self { kind, buffer }
+    }
+
+    /// Why the map failed.
+    pub fn kind(&self) -> MapErrorKind {
+        self.kind
+    }
+
+    /// The buffer that was to be mapped, unchanged.
+    pub fn into_buffer(self) -> Buf {
+        self.buffer
+    }
+
+    /// Both parts.
+    pub fn into_parts(self) -> (MapErrorKind, Buf) {
+        (self.kind, self.buffer)
+    }
+}
+
+impl<Buf> fmt::Debug for MapError<Buf> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MapError")
+            .field("kind", &self.kind)
+            .field("buffer", &core::any::type_name::<Buf>())
+            .finish()
+    }
+}
+
+/// A requested range does not fit the mapping. The handle is handed back,
+/// in the state it was in.
+#[derive(thiserror::Error)]
+#[error("range of {requested} elements does not fit a mapping of {available}")]
+pub struct RangeError<H> {
+    /// How many elements were asked for.
+    pub requested: usize,
+    /// How many the mapping has.
+    pub available: usize,
+    handle: H,
+}
+
+impl<H> RangeError<H> {
+    pub(crate) fn new(handle: H, requested: usize, available: usize) -> Self {
+        Self {
+            requested,
+            available,
+            handle,
+        }
+    }
+
+    /// The handle, unchanged.
+    pub fn into_handle(self) -> H {
+        self.handle
+    }
+}
+
+impl<H> fmt::Debug for RangeError<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RangeError")
+            .field("requested", &self.requested)
+            .field("available", &self.available)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,535 @@
+//! The typestate handle: a mapped buffer, its direction, and who owns it.
+//!
+//! ```text
+//!                 map ──► Mapped<D, DevOwned> ──unsafe unmap──► Buf
+//!                              │       ▲
+//!   unsafe sync_for_cpu        │       │ sync_for_device
+//!   unsafe sync_prefix_for_cpu ▼       │
+//!             Mapped<D, CpuOwned> / Mapped<D, CpuOwnedPrefix> ──unmap──► Buf
+//! ```
+//!
+//! Dropping a CPU-owned handle unmaps it and frees the buffer. Dropping a
+//! device-owned handle frees nothing: the buffer is quarantined and counted
+//! on the device ([`Device::leaked`]), because the device may still write
+//! there. Nothing relies on a destructor running for soundness: forgetting a
+//! handle leaks its buffer, which is safe.
+
+use core::fmt;
+use core::marker::PhantomData;
+use core::mem::{ManuallyDrop, size_of};
+use core::ptr::NonNull;
+
+use crate::addr::DmaAddr;
+use crate::backend::{Backend, MapRequest, Mapping, PhysSlot, SyncRange};
+use crate::buffer::{DmaBuffer, DmaTarget, Transfer};
+use crate::device::Device;
+use crate::direction::{
+    CpuOwned, CpuOwnedPrefix, CpuState, CpuWritable, DevOwned, DeviceWritable, Direction,
+    DmaDirection, Ownership,
+};
+use crate::error::{MapError, MapErrorKind, RangeError};
+use crate::platform::PhysLookup;
+
+/// A buffer mapped for DMA on the device `'d`, for transfers in direction
+/// `D` ([`ToDevice`](crate::ToDevice), [`FromDevice`](crate::FromDevice),
+/// [`Bidirectional`](crate::Bidirectional)), currently owned by `S`
+/// ([`CpuOwned`], [`DevOwned`], [`CpuOwnedPrefix`]).
+///
+/// Read the type as a sentence: `Mapped<ToDevice, CpuOwned>` is a transmit
+/// buffer the CPU is filling; `Mapped<FromDevice, DevOwned>` is a receive
+/// buffer the device may be writing. A method that makes no sense in a state
+/// does not exist in it:
+///
+/// | state | CPU view | CPU write | DMA address | to the other side | unmap |
+/// |---|---|---|---|---|---|
+/// | `DevOwned` | – | – | [`dma_addr`](Self::dma_addr) | `unsafe` [`sync_for_cpu`](Self::sync_for_cpu) | `unsafe` |
+/// | `CpuOwned` | [`contents`](Self::contents) | if `D: CpuWritable` | – | [`sync_for_device`](Self::sync_for_device) | safe |
+/// | `CpuOwnedPrefix` | the prefix | if `D: CpuWritable` | – | `sync_for_device` | safe |
+///
+/// # Invariants
+///
+/// - `ptr` and `keep` came from `Buf::into_raw_parts`, and the buffer has
+///   not been rebuilt; `ptr` covers at least one byte.
+/// - The mapping `(dma, phys, map_state)` was made by `device`'s backend for
+///   exactly those bytes in direction `D`, and has not been unmapped.
+/// - If `S` is a CPU state, the device has finished with the buffer and the
+///   part of it the state exposes has been synced for the CPU; no other
+///   reference to the memory exists except those borrowed from `self`.
+/// - If `S` is `DevOwned`, the buffer was synced for the device and no CPU
+///   reference to it exists.
+pub struct Mapped<'d, D, S, Buf, B>
+where
+    D: Direction,
+    S: Ownership,
+    Buf: DmaBuffer,
+    B: Backend,
+{
+    device: &'d Device<B>,
+    ptr: NonNull<Buf::Target>,
+    dma: DmaAddr,
+    phys: B::Phys,
+    map_state: ManuallyDrop<B::State>,
+    keep: ManuallyDrop<Buf::Keep>,
+    own: S,
+    _owns: PhantomData<(fn() -> D, Buf)>,
+}
+
+// SAFETY: the handle owns the buffer (hence `Buf: Send` and its `Keep`),
+// borrows the device (hence `B: Sync`), and owns the backend state. The raw
+// pointer is only dereferenced through `&self`/`&mut self` in CPU states.
+unsafe impl<D, S, Buf, B> Send for Mapped<'_, D, S, Buf, B>
+where
+    D: Direction,
+    S: Ownership,
+    Buf: DmaBuffer + Send,
+    Buf::Keep: Send,
+    B: Backend + Sync,
+{
+}
+
+// SAFETY: `&Mapped` gives `&Buf::Target` (shared contents, so `Buf: Sync`),
+// `&Device<B>` (so `B: Sync`) and nothing mutable.
+unsafe impl<D, S, Buf, B> Sync for Mapped<'_, D, S, Buf, B>
+where
+    D: Direction,
+    S: Ownership,
+    Buf: DmaBuffer + Sync,
+    Buf::Keep: Sync,
+    B: Backend + Sync,
+{
+}
+
+/// Gives a buffer back inside a map error.
+///
+/// # Safety
+///
+/// `ptr` and `keep` come from one `Buf::into_raw_parts` call and were not
+/// used since.
+#[cold]
+unsafe fn refuse<Buf: DmaBuffer>(
+    ptr: NonNull<Buf::Target>,
+    keep: Buf::Keep,
+    kind: MapErrorKind,
+) -> MapError<Buf> {
+    // SAFETY: forwarded from the caller.
+    MapError::new(unsafe { Buf::from_raw_parts(ptr, keep) }, kind)
+}
+
+impl<'d, D, Buf, B> Mapped<'d, D, DevOwned, Buf, B>
+where
+    D: Direction,
+    Buf: DmaBuffer,
+    B: Backend,
+{
+    pub(crate) fn map(device: &'d Device<B>, buf: Buf) -> Result<Self, MapError<Buf>>
+    where
+        Buf::Target: Transfer<D>,
+    {
+        let (ptr, keep) = buf.into_raw_parts();
+        let len = <Buf::Target as DmaTarget>::byte_len(ptr);
+        let cpu = ptr.cast::<u8>();
+        if len == 0 {
+            // SAFETY: the parts were just taken and are given back once.
+            return Err(unsafe { refuse(ptr, keep, MapErrorKind::ZeroLength) });
+        }
+        let Some(phys) = device.backend().platform().phys_of(cpu, len) else {
+            let kind = MapErrorKind::NoPhysAddr {
+                cpu: cpu.as_ptr() as usize,
+                len,
+            };
+            // SAFETY: as above.
+            return Err(unsafe { refuse(ptr, keep, kind) });
+        };
+        if phys.last_of(len as u64).is_none() {
+            let kind = MapErrorKind::AddressOverflow { phys, len };
+            // SAFETY: as above.
+            return Err(unsafe { refuse(ptr, keep, kind) });
+        }
+        let req = MapRequest {
+            cpu,
+            phys,
+            len,
+            dir: D::VALUE,
+            device: device.context(),
+        };
+        match device.backend().map(&req) {
+            Ok((dma, map_state)) => {
+                if !B::SYNC_IS_NOOP {
+                    device.backend().flush();
+                }
+                Ok(Self {
+                    device,
+                    ptr,
+                    dma,
+                    phys: B::Phys::keep(phys),
+                    map_state: ManuallyDrop::new(map_state),
+                    keep: ManuallyDrop::new(keep),
+                    own: DevOwned,
+                    _owns: PhantomData,
+                })
+            }
+            // SAFETY: as above; the backend holds nothing on error.
+            Err(kind) => Err(unsafe { refuse(ptr, keep, kind) }),
+        }
+    }
+
+    /// The address the device must use for this buffer. Only a device-owned
+    /// handle has one: handing it out is handing the buffer over.
+    #[inline]
+    pub fn dma_addr(&self) -> DmaAddr {
+        self.dma
+    }
+
+    /// Takes the buffer back from the device, making everything it wrote
+    /// visible to the CPU.
+    ///
+    /// # Safety
+    ///
+    /// The caller promises that the device has finished every access to this
+    /// buffer, and that this is ordered before the call: the driver has
+    /// observed the device's completion for it (a descriptor's done bit read
+    /// with acquire ordering, an interrupt status, a stopped engine), and no
+    /// further access to the buffer's DMA address is queued or will be
+    /// started until the handle is given back with
+    /// [`sync_for_device`](Mapped::sync_for_device). Breaking this lets the
+    /// device write memory that safe code is reading.
+    #[inline]
+    pub unsafe fn sync_for_cpu(self) -> Mapped<'d, D, CpuOwned, Buf, B> {
+        let len = self.byte_len();
+        // SAFETY: the caller promises the device is finished; the handle is
+        // device-owned, so no CPU reference exists.
+        unsafe { self.issue_sync_for_cpu(SyncRange::whole(len)) };
+        self.complete_sync();
+        self.into_state(CpuOwned)
+    }
+
+    /// Tears the mapping down and gives the buffer back, with everything
+    /// the device wrote visible to the CPU.
+    ///
+    /// # Safety
+    ///
+    /// As for [`sync_for_cpu`](Self::sync_for_cpu): the device has finished
+    /// with the buffer, observed by the driver, and will not touch its DMA
+    /// address again.
+    #[inline]
+    pub unsafe fn unmap(self) -> Buf {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: called once, then `this` is never used nor dropped; the
+        // caller promises the device is finished.
+        unsafe { this.tear_down() }
+    }
+}
+
+impl<'d, D, T, Buf, B> Mapped<'d, D, DevOwned, Buf, B>
+where
+    D: DeviceWritable,
+    Buf: DmaBuffer<Target = [T]>,
+    B: Backend,
+{
+    /// Takes only the first `len` elements back from the device: the
+    /// receive path, where a packet is shorter than its buffer. Only that
+    /// prefix is synced, and only that prefix is visible afterwards.
+    ///
+    /// A `len` longer than the buffer is refused and the handle given back
+    /// still device-owned.
+    ///
+    /// # Safety
+    ///
+    /// As for [`sync_for_cpu`](Self::sync_for_cpu): the device has finished
+    /// every access to the *whole* buffer, observed by the driver.
+    pub unsafe fn sync_prefix_for_cpu(
+        self,
+        len: usize,
+    ) -> Result<Mapped<'d, D, CpuOwnedPrefix, Buf, B>, RangeError<Self>> {
+        let available = self.ptr.len();
+        if len > available {
+            return Err(RangeError::new(self, len, available));
+        }
+        if len > 0 {
+            let range = SyncRange {
+                offset: 0,
+                len: len * size_of::<T>(),
+            };
+            // SAFETY: the caller promises the device is finished; `range` is
+            // inside the mapping (checked above) and no CPU reference exists.
+            unsafe { self.issue_sync_for_cpu(range) };
+            self.complete_sync();
+        }
+        Ok(self.into_state(CpuOwnedPrefix { len }))
+    }
+}
+
+impl<'d, D, S, Buf, B> Mapped<'d, D, S, Buf, B>
+where
+    D: Direction,
+    S: CpuState,
+    Buf: DmaBuffer,
+    B: Backend,
+{
+    /// Hands the buffer to the device, making every CPU write visible to
+    /// it. Any CPU view borrowed from the handle must have ended: the
+    /// handle is consumed.
+    #[inline]
+    pub fn sync_for_device(self) -> Mapped<'d, D, DevOwned, Buf, B> {
+        if !B::SYNC_IS_NOOP {
+            let m = self.mapping();
+            // SAFETY: the mapping is live and the whole range is inside it;
+            // the CPU owns the buffer and every view borrowed from `self`
+            // has ended because `self` is moved here.
+            unsafe {
+                self.device
+                    .backend()
+                    .sync_for_device(&m, &self.map_state, SyncRange::whole(m.len))
+            };
+            self.device.backend().flush();
+        }
+        self.into_state(DevOwned)
+    }
+
+    /// Tears the mapping down and gives the buffer back. Safe: the CPU
+    /// already owns it.
+    #[inline]
+    pub fn unmap(self) -> Buf {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: called once, then `this` is never used nor dropped; in a
+        // CPU state the device has finished with the buffer.
+        unsafe { this.tear_down() }
+    }
+}
+
+impl<D, Buf, B> Mapped<'_, D, CpuOwned, Buf, B>
+where
+    D: Direction,
+    Buf: DmaBuffer,
+    B: Backend,
+{
+    /// The buffer's contents, for reading. Exists in every direction.
+    #[inline]
+    pub fn contents(&self) -> &Buf::Target {
+        // SAFETY: CPU-owned: the device is finished and the contents were
+        // synced for the CPU; the bytes are valid `Target` (map required
+        // `Transfer<D>`); the borrow is tied to `&self`.
+        unsafe { self.ptr.as_ref() }
+    }
+
+    /// The buffer's contents, for writing. Only for directions in which the
+    /// device reads what the CPU writes ([`ToDevice`](crate::ToDevice),
+    /// [`Bidirectional`](crate::Bidirectional)).
+    #[inline]
+    pub fn contents_mut(&mut self) -> &mut Buf::Target
+    where
+        D: CpuWritable,
+    {
+        // SAFETY: as for `contents`, and `&mut self` makes the borrow
+        // exclusive.
+        unsafe { self.ptr.as_mut() }
+    }
+}
+
+impl<D, T, Buf, B> Mapped<'_, D, CpuOwnedPrefix, Buf, B>
+where
+    D: Direction,
+    Buf: DmaBuffer<Target = [T]>,
+    B: Backend,
+{
+    /// The synced prefix, for reading.
+    #[inline]
+    pub fn contents(&self) -> &[T] {
+        // SAFETY: the first `own.len` elements (within the buffer, checked
+        // when the prefix was synced) were synced for the CPU and hold valid
+        // `T`s; the borrow is tied to `&self`.
+        unsafe { core::slice::from_raw_parts(self.ptr.cast::<T>().as_ptr(), self.own.len) }
+    }
+
+    /// The synced prefix, for writing (only [`Bidirectional`](crate::Bidirectional)
+    /// is both device- and CPU-writable).
+    #[inline]
+    pub fn contents_mut(&mut self) -> &mut [T]
+    where
+        D: CpuWritable,
+    {
+        // SAFETY: as for `contents`, and `&mut self` makes it exclusive.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.cast::<T>().as_ptr(), self.own.len) }
+    }
+
+    /// How many elements were synced and are visible.
+    #[inline]
+    pub fn prefix_len(&self) -> usize {
+        self.own.len
+    }
+}
+
+impl<'d, D, S, Buf, B> Mapped<'d, D, S, Buf, B>
+where
+    D: Direction,
+    S: Ownership,
+    Buf: DmaBuffer,
+    B: Backend,
+{
+    /// The mapping's length in bytes.
+    #[inline]
+    pub fn byte_len(&self) -> usize {
+        <Buf::Target as DmaTarget>::byte_len(self.ptr)
+    }
+
+    /// The mapping's direction, as a value.
+    #[inline]
+    pub const fn direction(&self) -> DmaDirection {
+        D::VALUE
+    }
+
+    /// The device the buffer is mapped for.
+    #[inline]
+    pub fn device(&self) -> &'d Device<B> {
+        self.device
+    }
+
+    /// The backend's per-mapping state.
+    #[inline]
+    pub fn backend_state(&self) -> &B::State {
+        &self.map_state
+    }
+
+    /// What the backend is told about this mapping.
+    #[inline]
+    pub(crate) fn mapping(&self) -> Mapping<'d, B> {
+        Mapping {
+            cpu: self.ptr.cast(),
+            phys: self.phys,
+            dma: self.dma,
+            len: self.byte_len(),
+            dir: D::VALUE,
+            device: self.device.context(),
+        }
+    }
+
+    /// Issues the CPU-side maintenance for `range` without completing it.
+    ///
+    /// # Safety
+    ///
+    /// The device has finished with `range`, which lies in the mapping, and
+    /// no CPU reference to it exists.
+    #[inline]
+    pub(crate) unsafe fn issue_sync_for_cpu(&self, range: SyncRange) {
+        if !B::SYNC_IS_NOOP {
+            // SAFETY: forwarded from the caller; the mapping is live.
+            unsafe {
+                self.device
+                    .backend()
+                    .sync_for_cpu(&self.mapping(), &self.map_state, range)
+            };
+        }
+    }
+
+    /// Completes issued maintenance (a batch of one).
+    #[inline]
+    pub(crate) fn complete_sync(&self) {
+        if !B::SYNC_IS_NOOP {
+            self.device.backend().flush();
+        }
+    }
+
+    /// The same mapping in another ownership state.
+    #[inline]
+    fn into_state<S2: Ownership>(self, own: S2) -> Mapped<'d, D, S2, Buf, B> {
+        let this = ManuallyDrop::new(self);
+        Mapped {
+            device: this.device,
+            ptr: this.ptr,
+            dma: this.dma,
+            phys: this.phys,
+            // SAFETY: `this` is never dropped, so each of these is moved
+            // exactly once, into the new handle.
+            map_state: unsafe { core::ptr::read(&this.map_state) },
+            // SAFETY: as above.
+            keep: unsafe { core::ptr::read(&this.keep) },
+            own,
+            _owns: PhantomData,
+        }
+    }
+
+    /// Syncs whatever the CPU has not taken back, unmaps, completes, and
+    /// rebuilds the buffer.
+    ///
+    /// # Safety
+    ///
+    /// Called at most once per handle; afterwards the handle is neither used
+    /// nor dropped (only its trivial fields may be). The device has finished
+    /// with the buffer.
+    unsafe fn tear_down(&mut self) -> Buf {
+        let len = self.byte_len();
+        let elem = size_of::<<Buf::Target as DmaTarget>::Elem>();
+        let mut issued = false;
+        if let Some(first) = self.own.cpu_stale_from() {
+            let offset = first * elem;
+            if !B::SYNC_IS_NOOP && offset < len {
+                // SAFETY: the device is finished (caller); the range is the
+                // part of the mapping the CPU has not seen, so no CPU
+                // reference covers it.
+                unsafe {
+                    self.issue_sync_for_cpu(SyncRange {
+                        offset,
+                        len: len - offset,
+                    })
+                };
+                issued = true;
+            }
+        }
+        // SAFETY: called once (caller), so the state is taken once.
+        let map_state = unsafe { ManuallyDrop::take(&mut self.map_state) };
+        if B::UNMAP_IS_NOOP {
+            drop(map_state);
+        } else {
+            // SAFETY: the mapping is live and unmapped once; the device is
+            // finished (caller).
+            unsafe { self.device.backend().unmap(&self.mapping(), map_state) };
+            issued = true;
+        }
+        if issued {
+            self.device.backend().flush();
+        }
+        // SAFETY: called once (caller), so `keep` is taken once, and the
+        // parts rebuild the buffer they came from.
+        unsafe { Buf::from_raw_parts(self.ptr, ManuallyDrop::take(&mut self.keep)) }
+    }
+}
+
+impl<D, S, Buf, B> Drop for Mapped<'_, D, S, Buf, B>
+where
+    D: Direction,
+    S: Ownership,
+    Buf: DmaBuffer,
+    B: Backend,
+{
+    fn drop(&mut self) {
+        if S::DEVICE_OWNED {
+            // The device may still be writing: quarantine the buffer, the
+            // backend state (an IOVA, a bounce slot) and `keep` by never
+            // releasing them, and count it.
+            self.device.stats().record_leak(self.byte_len());
+        } else {
+            // SAFETY: this is the last use of `self`; in a CPU state the
+            // device is finished with the buffer.
+            drop(unsafe { self.tear_down() });
+        }
+    }
+}
+
+impl<D, S, Buf, B> fmt::Debug for Mapped<'_, D, S, Buf, B>
+where
+    D: Direction,
+    S: Ownership,
+    Buf: DmaBuffer,
+    B: Backend,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Mapped<{}, {}> {{ bytes: {}", D::NAME, S::NAME, self.byte_len())?;
+        if let Some(prefix) = self.own.cpu_stale_from().filter(|_| !S::DEVICE_OWNED) {
+            write!(f, ", visible: {prefix}")?;
+        }
+        if S::DEVICE_OWNED {
+            write!(f, ", dma: {:#x}", self.dma.as_u64())?;
+        }
+        f.write_str(" }")
+    }
+}

@@ -1,0 +1,478 @@
+//! Simulated RAM: one block of host memory standing for a range of physical
+//! addresses, an allocator over it, and raw physical access for devices.
+
+use core::alloc::Layout;
+use core::fmt;
+use core::mem::{ManuallyDrop, align_of, size_of};
+use core::ops::{Deref, DerefMut};
+use core::ptr::NonNull;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::vec::Vec;
+
+use zerocopy::FromZeros;
+
+use crate::addr::PhysAddr;
+use crate::buffer::{DmaBuffer, DmaTarget};
+use crate::platform::PhysLookup;
+
+/// Why a simulated allocation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SimAllocError {
+    /// No free range is large enough.
+    #[error("simulated RAM exhausted: no free range of {size} bytes aligned to {align}")]
+    OutOfMemory {
+        /// Bytes asked for.
+        size: usize,
+        /// Alignment asked for.
+        align: usize,
+    },
+    /// The size overflows, or the alignment is not a power of two up to a
+    /// page.
+    #[error("invalid simulated allocation: {size} bytes aligned to {align}")]
+    BadLayout {
+        /// Bytes asked for.
+        size: usize,
+        /// Alignment asked for.
+        align: usize,
+    },
+}
+
+/// A device access that left the simulated RAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("physical access of {len} bytes at {phys} is outside the simulated RAM")]
+pub struct OutsideRam {
+    /// Start of the access.
+    pub phys: PhysAddr,
+    /// Its length.
+    pub len: usize,
+}
+
+/// The largest alignment an allocation may ask for: the RAM block itself is
+/// page-aligned.
+const RAM_ALIGN: usize = 4096;
+
+/// Invariants: `base` points to `size` zero-initialised bytes allocated with
+/// `layout`, freed only when the last `SimMemory` clone is dropped; `free`
+/// holds disjoint, sorted, coalesced `(offset, len)` ranges inside it.
+struct Ram {
+    base: NonNull<u8>,
+    size: usize,
+    layout: Layout,
+    phys_base: PhysAddr,
+    free: Mutex<Vec<(usize, usize)>>,
+}
+
+// SAFETY: the RAM block is plain bytes; who may touch which part is decided
+// by the allocator (under its mutex) and by the handles' ownership rules.
+unsafe impl Send for Ram {}
+// SAFETY: as above.
+unsafe impl Sync for Ram {}
+
+impl Drop for Ram {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `SimMemory::with_base` with this layout; no
+        // buffer outlives the last clone (each holds one).
+        unsafe { std::alloc::dealloc(self.base.as_ptr(), self.layout) }
+    }
+}
+
+/// Simulated RAM with physical addresses. Cloning shares the same RAM.
+///
+/// Buffers allocated from it ([`SimBuffer`]) know their physical address,
+/// and devices read and write it by physical address
+/// ([`read_phys`](Self::read_phys), [`write_phys`](Self::write_phys)).
+///
+/// # Example
+///
+/// ```
+/// use dmacap::PhysAddr;
+/// use dmacap::sim::SimMemory;
+///
+/// let ram = SimMemory::with_base(PhysAddr::new(0x4000_0000), 1 << 16);
+/// let mut b = ram.alloc_slice::<u8>(8).unwrap();
+/// b[0] = 0xaa;
+/// let phys = ram.phys_of_buffer(&b);
+/// let mut out = [0u8; 1];
+/// ram.read_phys(phys, &mut out).unwrap();
+/// assert_eq!(out[0], 0xaa);
+/// assert_eq!(ram.allocated_bytes(), 8);
+/// drop(b);
+/// assert_eq!(ram.allocated_bytes(), 0);
+/// ```
+#[derive(Clone)]
+pub struct SimMemory {
+    ram: Arc<Ram>,
+}
+
+impl fmt::Debug for SimMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimMemory")
+            .field("phys_base", &self.ram.phys_base)
+            .field("size", &self.ram.size)
+            .field("allocated", &self.allocated_bytes())
+            .finish()
+    }
+}
+
+impl SimMemory {
+    /// `size` bytes of RAM at physical address `phys_base`.
+    ///
+    /// # Panics
+    ///
+    /// If `size` is zero, the range overflows, or the host cannot allocate
+    /// it.
+    pub fn with_base(phys_base: PhysAddr, size: usize) -> Self {
+        assert!(size > 0, "simulated RAM needs at least one byte");
+        assert!(
+            phys_base.last_of(size as u64).is_some(),
+            "simulated RAM runs past the end of the physical address space"
+        );
+        let layout = Layout::from_size_align(size, RAM_ALIGN).expect("simulated RAM layout");
+        // SAFETY: `layout` has a non-zero size.
+        let base = unsafe { std::alloc::alloc_zeroed(layout) };
+        let base = NonNull::new(base).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        Self {
+            ram: Arc::new(Ram {
+                base,
+                size,
+                layout,
+                phys_base,
+                free: Mutex::new(std::vec![(0, size)]),
+            }),
+        }
+    }
+
+    /// The first physical address.
+    pub fn phys_base(&self) -> PhysAddr {
+        self.ram.phys_base
+    }
+
+    /// The size in bytes.
+    pub fn size(&self) -> usize {
+        self.ram.size
+    }
+
+    fn free_list(&self) -> MutexGuard<'_, Vec<(usize, usize)>> {
+        // A panic while holding the lock cannot leave the list inconsistent
+        // (every update is a single assignment or insert), so poisoning is
+        // ignored.
+        self.ram.free.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes not allocated.
+    pub fn free_bytes(&self) -> usize {
+        self.free_list().iter().map(|&(_, len)| len).sum()
+    }
+
+    /// Bytes allocated and not yet freed (including quarantined buffers).
+    pub fn allocated_bytes(&self) -> usize {
+        self.ram.size - self.free_bytes()
+    }
+
+    /// Reserves `size` bytes aligned to `align`; returns the offset.
+    fn reserve(&self, size: usize, align: usize) -> Result<usize, SimAllocError> {
+        let bad = SimAllocError::BadLayout { size, align };
+        if !align.is_power_of_two() || align > RAM_ALIGN {
+            return Err(bad);
+        }
+        let mut free = self.free_list();
+        for i in 0..free.len() {
+            let (start, len) = free[i];
+            let aligned = start.checked_next_multiple_of(align).ok_or(bad)?;
+            let pad = aligned - start;
+            if len < pad || len - pad < size {
+                continue;
+            }
+            let tail = len - pad - size;
+            match (pad, tail) {
+                (0, 0) => {
+                    free.remove(i);
+                }
+                (0, _) => free[i] = (aligned + size, tail),
+                (_, 0) => free[i] = (start, pad),
+                (_, _) => {
+                    free[i] = (start, pad);
+                    free.insert(i + 1, (aligned + size, tail));
+                }
+            }
+            return Ok(aligned);
+        }
+        Err(SimAllocError::OutOfMemory { size, align })
+    }
+
+    /// Returns `[offset, offset + size)` to the free list, coalescing.
+    fn release(&self, offset: usize, size: usize) {
+        let mut free = self.free_list();
+        let i = free.partition_point(|&(s, _)| s < offset);
+        debug_assert!(i == 0 || free[i - 1].0 + free[i - 1].1 <= offset, "double free");
+        debug_assert!(i == free.len() || offset + size <= free[i].0, "double free");
+        free.insert(i, (offset, size));
+        if i + 1 < free.len() && offset + size == free[i + 1].0 {
+            free[i].1 += free[i + 1].1;
+            free.remove(i + 1);
+        }
+        if i > 0 && free[i - 1].0 + free[i - 1].1 == offset {
+            free[i - 1].1 += free[i].1;
+            free.remove(i);
+        }
+    }
+
+    /// Allocates `bytes` zeroed bytes aligned to `align` and returns a
+    /// pointer to them (dangling but aligned when `bytes` is zero).
+    fn alloc_raw(&self, bytes: usize, align: usize) -> Result<NonNull<u8>, SimAllocError> {
+        if bytes == 0 {
+            if !align.is_power_of_two() {
+                return Err(SimAllocError::BadLayout { size: 0, align });
+            }
+            // An empty buffer owns no RAM; any aligned address will do.
+            let dangling = core::ptr::without_provenance_mut::<u8>(align);
+            return Ok(NonNull::new(dangling).expect("a power of two is not zero"));
+        }
+        let offset = self.reserve(bytes, align)?;
+        // SAFETY: `offset + bytes <= size`, inside the RAM block.
+        let ptr = unsafe { self.ram.base.add(offset) };
+        // Freed memory may hold old bytes: hand out zeroes, as a fresh
+        // allocation would.
+        // SAFETY: the range was just reserved, so nothing else uses it.
+        unsafe { ptr.write_bytes(0, bytes) };
+        Ok(ptr)
+    }
+
+    /// A zeroed `T`.
+    pub fn alloc<T: FromZeros>(&self) -> Result<SimBuffer<T>, SimAllocError> {
+        let ptr = self.alloc_raw(size_of::<T>(), align_of::<T>())?;
+        Ok(SimBuffer {
+            ptr: ptr.cast(),
+            mem: self.clone(),
+        })
+    }
+
+    /// A slice of `len` zeroed `T`s, aligned for `T`.
+    pub fn alloc_slice<T: FromZeros>(&self, len: usize) -> Result<SimBuffer<[T]>, SimAllocError> {
+        self.alloc_slice_aligned(len, align_of::<T>())
+    }
+
+    /// A slice of `len` zeroed `T`s whose first byte is aligned to `align`
+    /// (at least `T`'s alignment, at most 4096).
+    pub fn alloc_slice_aligned<T: FromZeros>(
+        &self,
+        len: usize,
+        align: usize,
+    ) -> Result<SimBuffer<[T]>, SimAllocError> {
+        let bytes = len
+            .checked_mul(size_of::<T>())
+            .ok_or(SimAllocError::BadLayout { size: usize::MAX, align })?;
+        let ptr = self.alloc_raw(bytes, align.max(align_of::<T>()))?;
+        Ok(SimBuffer {
+            ptr: NonNull::slice_from_raw_parts(ptr.cast::<T>(), len),
+            mem: self.clone(),
+        })
+    }
+
+    /// The physical address of a buffer allocated here.
+    ///
+    /// # Panics
+    ///
+    /// If the buffer is empty or belongs to another `SimMemory`.
+    pub fn phys_of_buffer<T: ?Sized + DmaTarget>(&self, buf: &SimBuffer<T>) -> PhysAddr {
+        let len = T::byte_len(buf.ptr);
+        self.phys_of(buf.ptr.cast(), len)
+            .expect("buffer is not a non-empty allocation of this simulated RAM")
+    }
+
+    /// The offset in the RAM block of `len` bytes at physical `phys`.
+    fn offset_of(&self, phys: PhysAddr, len: usize) -> Result<usize, OutsideRam> {
+        let outside = OutsideRam { phys, len };
+        let off = phys
+            .as_u64()
+            .checked_sub(self.ram.phys_base.as_u64())
+            .ok_or(outside)?;
+        let end = off.checked_add(len as u64).ok_or(outside)?;
+        if end > self.ram.size as u64 {
+            return Err(outside);
+        }
+        Ok(off as usize)
+    }
+
+    /// Whether `[phys, phys + len)` is entirely inside this RAM.
+    pub fn contains(&self, phys: PhysAddr, len: usize) -> bool {
+        self.offset_of(phys, len).is_ok()
+    }
+
+    /// Reads RAM at physical address `phys`, as a device (or a cache
+    /// fill) does: directly, not through any CPU cache.
+    pub fn read_phys(&self, phys: PhysAddr, out: &mut [u8]) -> Result<(), OutsideRam> {
+        let off = self.offset_of(phys, out.len())?;
+        // SAFETY: `[off, off + len)` is inside the RAM block (checked), and
+        // `out` is a distinct Rust allocation or a disjoint part of the
+        // block. Whether the driver let the device touch this range is what
+        // the handle types decide; a device access to CPU-owned memory is
+        // the same bug as on hardware (and Miri reports it).
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                self.ram.base.as_ptr().add(off),
+                out.as_mut_ptr(),
+                out.len(),
+            )
+        };
+        Ok(())
+    }
+
+    /// Writes RAM at physical address `phys`, as a device (or a cache
+    /// write-back) does.
+    pub fn write_phys(&self, phys: PhysAddr, data: &[u8]) -> Result<(), OutsideRam> {
+        let off = self.offset_of(phys, data.len())?;
+        // SAFETY: as for `read_phys`.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.ram.base.as_ptr().add(off),
+                data.len(),
+            )
+        };
+        Ok(())
+    }
+}
+
+// SAFETY: an address inside the RAM block maps to `phys_base` plus its
+// offset, contiguously, for as long as the block lives (every buffer and
+// every handle's `Keep` holds a clone, so it outlives its mappings); the
+// whole range must lie inside the block.
+unsafe impl PhysLookup for SimMemory {
+    fn phys_of(&self, cpu: NonNull<u8>, len: usize) -> Option<PhysAddr> {
+        let base = self.ram.base.as_ptr() as usize;
+        let off = (cpu.as_ptr() as usize).checked_sub(base)?;
+        if off.checked_add(len)? > self.ram.size {
+            return None;
+        }
+        self.ram.phys_base.checked_add(off as u64)
+    }
+}
+
+/// A buffer in simulated RAM: a `T` or `[T]` that knows its physical
+/// address. Dereferences to its contents; dropping it frees the RAM.
+///
+/// # Invariants
+///
+/// `ptr` is aligned and points to `T::byte_len(ptr)` initialised bytes
+/// reserved in `mem` for this buffer alone (or is dangling when that is
+/// zero).
+pub struct SimBuffer<T: ?Sized + DmaTarget> {
+    ptr: NonNull<T>,
+    mem: SimMemory,
+}
+
+// SAFETY: the buffer owns its contents like a `Box<T>` does.
+unsafe impl<T: ?Sized + DmaTarget + Send> Send for SimBuffer<T> {}
+// SAFETY: as above.
+unsafe impl<T: ?Sized + DmaTarget + Sync> Sync for SimBuffer<T> {}
+
+impl<T: ?Sized + DmaTarget> SimBuffer<T> {
+    /// The RAM it lives in.
+    pub fn memory(&self) -> &SimMemory {
+        &self.mem
+    }
+}
+
+impl<T: ?Sized + DmaTarget> Deref for SimBuffer<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: by the invariant the pointer is valid, initialised and
+        // owned by this buffer.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T: ?Sized + DmaTarget> DerefMut for SimBuffer<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as for `deref`; `&mut self` makes it exclusive.
+        unsafe { self.ptr.as_mut() }
+    }
+}
+
+impl<T: ?Sized + DmaTarget> Drop for SimBuffer<T> {
+    fn drop(&mut self) {
+        let len = T::byte_len(self.ptr);
+        if len > 0 {
+            let off = self.ptr.as_ptr() as *mut u8 as usize - self.mem.ram.base.as_ptr() as usize;
+            // The pointer lies in the block by the invariant. The contents
+            // are zerocopy types with no destructor to run.
+            self.mem.release(off, len);
+        }
+    }
+}
+
+impl<T: ?Sized + DmaTarget + fmt::Debug> fmt::Debug for SimBuffer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+// SAFETY: (1) the pointer is aligned and valid for its bytes, which are
+// initialised (zeroed at allocation). (2) The reservation is held until the
+// buffer is rebuilt and dropped; `Keep` is the RAM handle, so forgetting it
+// keeps the block alive and the reservation is never released. (3) The same
+// pointer and RAM rebuild the same buffer.
+unsafe impl<T: ?Sized + DmaTarget> DmaBuffer for SimBuffer<T> {
+    type Target = T;
+    type Keep = SimMemory;
+
+    fn into_raw_parts(self) -> (NonNull<T>, SimMemory) {
+        let this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped, so `mem` is moved out once.
+        (this.ptr, unsafe { core::ptr::read(&this.mem) })
+    }
+
+    unsafe fn from_raw_parts(ptr: NonNull<T>, mem: SimMemory) -> Self {
+        Self { ptr, mem }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocator_reuses_and_coalesces() {
+        let ram = SimMemory::with_base(PhysAddr::new(0x1000), 4096);
+        let a = ram.alloc_slice::<u8>(1000).unwrap();
+        let b = ram.alloc_slice::<u8>(1000).unwrap();
+        let c = ram.alloc_slice::<u8>(1000).unwrap();
+        assert_eq!(ram.allocated_bytes(), 3000);
+        assert!(matches!(
+            ram.alloc_slice::<u8>(2000),
+            Err(SimAllocError::OutOfMemory { .. })
+        ));
+        drop(b);
+        drop(a);
+        // a and b coalesced: 2000 contiguous bytes are free again.
+        let d = ram.alloc_slice::<u8>(2000).unwrap();
+        assert_eq!(ram.phys_of_buffer(&d), PhysAddr::new(0x1000));
+        drop(c);
+        drop(d);
+        assert_eq!(ram.free_bytes(), 4096);
+    }
+
+    #[test]
+    fn alignment_and_zeroing() {
+        let ram = SimMemory::with_base(PhysAddr::new(0), 8192);
+        let mut a = ram.alloc_slice::<u8>(3).unwrap();
+        a.copy_from_slice(&[1, 2, 3]);
+        drop(a);
+        let b = ram.alloc_slice_aligned::<u8>(3, 128).unwrap();
+        assert!(ram.phys_of_buffer(&b).is_aligned(128));
+        let c = ram.alloc_slice::<u8>(3).unwrap();
+        assert_eq!(&*c, &[0, 0, 0]);
+        assert!(ram.alloc_slice_aligned::<u8>(1, 3).is_err());
+        assert!(ram.alloc_slice_aligned::<u8>(1, 8192).is_err());
+    }
+
+    #[test]
+    fn physical_access_is_bounded() {
+        let ram = SimMemory::with_base(PhysAddr::new(0x1000), 64);
+        assert!(ram.write_phys(PhysAddr::new(0x1000), &[1; 64]).is_ok());
+        assert!(ram.write_phys(PhysAddr::new(0x1001), &[1; 64]).is_err());
+        assert!(ram.read_phys(PhysAddr::new(0xfff), &mut [0; 1]).is_err());
+        assert!(ram.read_phys(PhysAddr::new(u64::MAX), &mut [0; 2]).is_err());
+    }
+}

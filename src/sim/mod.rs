@@ -1,0 +1,90 @@
+//! The simulated platform (feature `sim`): RAM with physical addresses and
+//! devices that move real bytes through a backend's translation.
+//!
+//! It is public so that driver authors can test their own drivers against
+//! it: a driver that hands a device the wrong address, or reads a buffer
+//! before the device wrote it, gets wrong bytes or a [`SimFault`] here, and
+//! a driver whose simulated device touches CPU-owned memory is reported by
+//! Miri as the aliasing violation it is.
+//!
+//! - [`SimMemory`]: the RAM and its allocator; [`SimBuffer`]: a buffer in it.
+//! - [`SimDevice`]: a device's DMA engine, reading and writing at DMA
+//!   addresses through [`BusTranslate`].
+//! - [`SimPlatform`]: both, plus ready-made devices.
+
+mod device;
+mod memory;
+
+pub use device::{Access, BusTranslate, SimDevice, SimFault};
+pub use memory::{OutsideRam, SimAllocError, SimBuffer, SimMemory};
+
+use crate::addr::PhysAddr;
+use crate::backend::Backend;
+use crate::backend::direct::{DirectCoherent, DmaWindows};
+use crate::device::{Device, DeviceConfig};
+
+/// A simulated machine: RAM at a physical base address, and the means to
+/// attach devices to it.
+///
+/// # Example
+///
+/// ```
+/// use dmacap::sim::SimPlatform;
+///
+/// let sim = SimPlatform::new(1 << 20);
+/// let dev = sim.coherent_device();
+/// assert!(dev.is_coherent());
+/// assert_eq!(sim.memory().phys_base().as_u64(), SimPlatform::DEFAULT_BASE);
+/// ```
+#[derive(Debug, Clone)]
+pub struct SimPlatform {
+    memory: SimMemory,
+}
+
+impl SimPlatform {
+    /// Where RAM starts unless told otherwise: 2 GiB, as on many arm64
+    /// systems, so that physical and DMA addresses are visibly not small
+    /// integers.
+    pub const DEFAULT_BASE: u64 = 0x8000_0000;
+
+    /// `size` bytes of RAM at [`DEFAULT_BASE`](Self::DEFAULT_BASE).
+    pub fn new(size: usize) -> Self {
+        Self::with_base(PhysAddr::new(Self::DEFAULT_BASE), size)
+    }
+
+    /// `size` bytes of RAM at `phys_base`.
+    pub fn with_base(phys_base: PhysAddr, size: usize) -> Self {
+        Self {
+            memory: SimMemory::with_base(phys_base, size),
+        }
+    }
+
+    /// The RAM.
+    pub fn memory(&self) -> &SimMemory {
+        &self.memory
+    }
+
+    /// A coherent, directly mapped device with Linux's default limits
+    /// (32-bit mask) and DMA addresses equal to physical addresses.
+    pub fn coherent_device(&self) -> Device<DirectCoherent<SimMemory>> {
+        self.coherent_device_with(DeviceConfig::new(), DmaWindows::identity())
+    }
+
+    /// A coherent, directly mapped device with the given limits and bus
+    /// windows.
+    pub fn coherent_device_with(
+        &self,
+        config: DeviceConfig,
+        windows: DmaWindows,
+    ) -> Device<DirectCoherent<SimMemory>> {
+        Device::new(
+            DirectCoherent::with_windows(self.memory.clone(), windows),
+            config,
+        )
+    }
+
+    /// The DMA engine of `device`, reaching this RAM.
+    pub fn device<'a, B: Backend + BusTranslate>(&self, device: &'a Device<B>) -> SimDevice<'a, B> {
+        SimDevice::new(device, self.memory.clone())
+    }
+}
