@@ -59,7 +59,7 @@ impl<T> DmaTarget for [T] {
 ///   bytes, which would leak uninitialised memory to the device);
 /// - [`FromDevice`]: the device writes arbitrary bytes the CPU then reads as
 ///   `T`, so `T: FromBytes` (every bit pattern is a valid `T`);
-/// - [`Bidirectional`]: both.
+/// - [`Bidirectional`] needs both.
 ///
 /// Implemented for every type that qualifies; never implement it by hand.
 pub trait Transfer<D: Direction> {}
