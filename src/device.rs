@@ -1,13 +1,12 @@
 //! One device's DMA context: its backend, its limits and its counters.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
-
 use crate::addr::DmaMask;
 use crate::backend::Backend;
 use crate::buffer::{DmaBuffer, Transfer};
 use crate::direction::{Bidirectional, DevOwned, Direction, FromDevice, ToDevice};
 use crate::error::MapError;
 use crate::handle::Mapped;
+use crate::sync::{AtomicUsize, Ordering};
 
 /// A device's addressing limits and trust, as a driver declares them at
 /// probe time (Linux's `dma_set_mask`, `dma_set_max_seg_size`,
@@ -97,7 +96,7 @@ impl Default for DeviceConfig {
 
 /// Counters kept per device. Backends add to the maintenance counters;
 /// dmacap adds to the leak counters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DeviceStats {
     leaked: AtomicUsize,
     leaked_bytes: AtomicUsize,
@@ -107,6 +106,16 @@ pub struct DeviceStats {
 }
 
 impl DeviceStats {
+    fn new() -> Self {
+        Self {
+            leaked: AtomicUsize::new(0),
+            leaked_bytes: AtomicUsize::new(0),
+            barriers: AtomicUsize::new(0),
+            lines_cleaned: AtomicUsize::new(0),
+            lines_invalidated: AtomicUsize::new(0),
+        }
+    }
+
     /// Handles dropped while the device owned them: their buffers are
     /// quarantined (never freed) because the device may still write there.
     pub fn leaked(&self) -> usize {
@@ -210,7 +219,7 @@ impl<B: Backend> Device<B> {
             backend,
             ctx: DeviceContext {
                 config,
-                stats: DeviceStats::default(),
+                stats: DeviceStats::new(),
             },
         }
     }

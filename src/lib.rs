@@ -60,6 +60,7 @@ pub mod handle;
 pub mod platform;
 #[cfg(feature = "sim")]
 pub mod sim;
+mod sync;
 
 pub use addr::{DmaAddr, DmaMask, PhysAddr};
 pub use buffer::{DmaBuffer, RawBuffer, Transfer};

@@ -6,7 +6,7 @@ use core::fmt;
 use core::mem::{ManuallyDrop, align_of, size_of};
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::vec::Vec;
 
 use zerocopy::FromZeros;
@@ -14,6 +14,7 @@ use zerocopy::FromZeros;
 use crate::addr::PhysAddr;
 use crate::buffer::{DmaBuffer, DmaTarget};
 use crate::platform::PhysLookup;
+use crate::sync::{Mutex, MutexGuard};
 
 /// Why a simulated allocation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
