@@ -62,6 +62,11 @@ pub mod platform;
 pub mod sim;
 mod sync;
 
+/// The README's tour, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}
+
 pub use addr::{DmaAddr, DmaMask, PhysAddr};
 pub use buffer::{DmaBuffer, RawBuffer, Transfer};
 pub use device::{Device, DeviceConfig, DeviceStats};
