@@ -8,8 +8,8 @@
 //!
 //! Run with `cargo run --example quickstart`.
 
-use dmacap::sim::{SimDevice, SimFault, SimPlatform};
 use dmacap::backend::Backend;
+use dmacap::sim::{SimDevice, SimFault, SimPlatform};
 use dmacap::{DmaAddr, Mapped};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -92,7 +92,11 @@ fn main() {
     show("rx back:", &rx);
     // SAFETY: as above.
     let tx = unsafe { tx.unmap() };
-    println!("{:<34} {} bytes returned to the driver", "tx unmapped:", tx.len());
+    println!(
+        "{:<34} {} bytes returned to the driver",
+        "tx unmapped:",
+        tx.len()
+    );
 
     println!("sent:     {:?}", String::from_utf8_lossy(&tx));
     println!("received: {:?}", String::from_utf8_lossy(rx.contents()));

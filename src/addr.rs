@@ -154,7 +154,10 @@ mod tests {
     fn last_of_rejects_zero_and_wrap() {
         assert_eq!(PhysAddr::new(5).last_of(0), None);
         assert_eq!(PhysAddr::new(u64::MAX).last_of(2), None);
-        assert_eq!(PhysAddr::new(u64::MAX).last_of(1), Some(PhysAddr::new(u64::MAX)));
+        assert_eq!(
+            PhysAddr::new(u64::MAX).last_of(1),
+            Some(PhysAddr::new(u64::MAX))
+        );
     }
 
     #[test]

@@ -120,7 +120,10 @@ unsafe impl<T: ?Sized + DmaTarget> DmaBuffer for alloc::boxed::Box<T> {
     #[inline]
     fn into_raw_parts(self) -> (NonNull<T>, ()) {
         // SAFETY: `Box::into_raw` never returns null.
-        (unsafe { NonNull::new_unchecked(alloc::boxed::Box::into_raw(self)) }, ())
+        (
+            unsafe { NonNull::new_unchecked(alloc::boxed::Box::into_raw(self)) },
+            (),
+        )
     }
 
     #[inline]
@@ -197,7 +200,12 @@ unsafe impl Send for RawBuffer {}
 
 impl core::fmt::Debug for RawBuffer {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "RawBuffer({:p}, {} bytes)", self.ptr.as_ptr(), self.ptr.len())
+        write!(
+            f,
+            "RawBuffer({:p}, {} bytes)",
+            self.ptr.as_ptr(),
+            self.ptr.len()
+        )
     }
 }
 

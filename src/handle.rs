@@ -155,7 +155,7 @@ where
         match device.backend().map(&req) {
             Ok((dma, map_state)) => {
                 if !B::SYNC_IS_NOOP {
-                    device.backend().flush();
+                    device.backend().flush(device.context());
                 }
                 Ok(Self {
                     device,
@@ -281,7 +281,7 @@ where
                     .backend()
                     .sync_for_device(&m, &self.map_state, SyncRange::whole(m.len))
             };
-            self.device.backend().flush();
+            self.device.backend().flush(self.device.context());
         }
         self.into_state(DevOwned)
     }
@@ -425,7 +425,7 @@ where
     #[inline]
     pub(crate) fn complete_sync(&self) {
         if !B::SYNC_IS_NOOP {
-            self.device.backend().flush();
+            self.device.backend().flush(self.device.context());
         }
     }
 
@@ -486,7 +486,7 @@ where
             issued = true;
         }
         if issued {
-            self.device.backend().flush();
+            self.device.backend().flush(self.device.context());
         }
         // SAFETY: called once (caller), so `keep` is taken once, and the
         // parts rebuild the buffer they came from.
@@ -523,7 +523,13 @@ where
     B: Backend,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Mapped<{}, {}> {{ bytes: {}", D::NAME, S::NAME, self.byte_len())?;
+        write!(
+            f,
+            "Mapped<{}, {}> {{ bytes: {}",
+            D::NAME,
+            S::NAME,
+            self.byte_len()
+        )?;
         if let Some(prefix) = self.own.cpu_stale_from().filter(|_| !S::DEVICE_OWNED) {
             write!(f, ", visible: {prefix}")?;
         }

@@ -51,6 +51,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod addr;
+pub mod arch;
 pub mod backend;
 pub mod buffer;
 pub mod device;

@@ -13,7 +13,7 @@ pub(crate) use core::sync::atomic::{AtomicUsize, Ordering};
 #[cfg(dmacap_loom)]
 pub(crate) use loom::sync::atomic::{AtomicUsize, Ordering};
 
-#[cfg(all(feature = "std", not(dmacap_loom)))]
-pub(crate) use std::sync::{Mutex, MutexGuard};
 #[cfg(dmacap_loom)]
 pub(crate) use loom::sync::{Mutex, MutexGuard};
+#[cfg(all(feature = "std", not(dmacap_loom)))]
+pub(crate) use std::sync::{Mutex, MutexGuard};

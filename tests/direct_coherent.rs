@@ -221,8 +221,13 @@ fn buffer_the_platform_cannot_translate_is_refused() {
     let sim = SimPlatform::new(1 << 16);
     let dev = sim.coherent_device();
     // Heap memory outside the simulated RAM has no simulated physical address.
-    let err = dev.map_to_device(vec![1u8; 8].into_boxed_slice()).unwrap_err();
-    assert!(matches!(err.kind(), MapErrorKind::NoPhysAddr { len: 8, .. }));
+    let err = dev
+        .map_to_device(vec![1u8; 8].into_boxed_slice())
+        .unwrap_err();
+    assert!(matches!(
+        err.kind(),
+        MapErrorKind::NoPhysAddr { len: 8, .. }
+    ));
     assert_eq!(&*err.into_buffer(), &[1u8; 8]);
 }
 
@@ -266,7 +271,10 @@ fn bus_windows_offset_dma_addresses() {
     let err = dev2
         .map_to_device(sim.memory().alloc_slice::<u8>(128).unwrap())
         .unwrap_err();
-    assert!(matches!(err.kind(), MapErrorKind::NoDmaWindow { len: 128, .. }));
+    assert!(matches!(
+        err.kind(),
+        MapErrorKind::NoDmaWindow { len: 128, .. }
+    ));
 }
 
 #[test]
@@ -370,7 +378,10 @@ fn debug_shows_the_state() {
         .map_to_device(sim.memory().alloc_slice::<u8>(3).unwrap())
         .unwrap();
     let s = format!("{h:?}");
-    assert!(s.starts_with("Mapped<ToDevice, DevOwned> { bytes: 3, dma: 0x8"), "{s}");
+    assert!(
+        s.starts_with("Mapped<ToDevice, DevOwned> { bytes: 3, dma: 0x8"),
+        "{s}"
+    );
     // SAFETY: never started.
     let h = unsafe { h.sync_for_cpu() };
     assert_eq!(format!("{h:?}"), "Mapped<ToDevice, CpuOwned> { bytes: 3 }");

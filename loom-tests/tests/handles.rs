@@ -97,13 +97,19 @@ fn simulated_allocator_never_hands_out_a_byte_twice() {
                 let h = dev.map_to_device(b).unwrap();
                 // SAFETY: no device access was started.
                 let b = unsafe { h.unmap() };
-                assert!(b.iter().all(|&x| x == 0xaa), "another allocation wrote here");
+                assert!(
+                    b.iter().all(|&x| x == 0xaa),
+                    "another allocation wrote here"
+                );
             })
         };
         let mut mine = mem.alloc_slice::<u8>(100).unwrap();
         mine.fill(0x55);
         thread::yield_now();
-        assert!(mine.iter().all(|&x| x == 0x55), "another allocation wrote here");
+        assert!(
+            mine.iter().all(|&x| x == 0x55),
+            "another allocation wrote here"
+        );
         drop(mine);
         worker.join().unwrap();
         assert_eq!(mem.free_bytes(), 256);

@@ -10,6 +10,7 @@
 
 use crate::addr::{DmaAddr, PhysAddr};
 use crate::backend::{Backend, MapRequest, Mapping, NoPhys, SyncRange};
+use crate::device::DeviceContext;
 use crate::error::MapErrorKind;
 use crate::platform::PhysLookup;
 
@@ -233,6 +234,7 @@ unsafe impl<P: PhysLookup> Backend for DirectCoherent<P> {
     type Platform = P;
     type Phys = NoPhys;
     type State = ();
+    type Granule = typenum::U1;
 
     const COHERENT: bool = true;
     const SYNC_IS_NOOP: bool = true;
@@ -258,7 +260,7 @@ unsafe impl<P: PhysLookup> Backend for DirectCoherent<P> {
     unsafe fn unmap(&self, _: &Mapping<'_, Self>, (): ()) {}
 
     #[inline(always)]
-    fn flush(&self) {}
+    fn flush(&self, _: &DeviceContext) {}
 }
 
 #[cfg(test)]
@@ -297,9 +299,12 @@ mod tests {
 
     #[test]
     fn translation_stays_inside_one_window() {
-        let t = DmaWindows::new(&[w(0x1000, 0x10_0000, 0x1000), w(0x2000, 0x20_0000, 0x1000)])
-            .unwrap();
-        assert_eq!(t.phys_to_dma(PhysAddr::new(0x1ff0), 0x10), Some(DmaAddr::new(0x10_0ff0)));
+        let t =
+            DmaWindows::new(&[w(0x1000, 0x10_0000, 0x1000), w(0x2000, 0x20_0000, 0x1000)]).unwrap();
+        assert_eq!(
+            t.phys_to_dma(PhysAddr::new(0x1ff0), 0x10),
+            Some(DmaAddr::new(0x10_0ff0))
+        );
         // Straddles the two windows: refused, even though both halves map.
         assert_eq!(t.phys_to_dma(PhysAddr::new(0x1ff0), 0x20), None);
         assert_eq!(t.phys_to_dma(PhysAddr::new(0x2000), 0), None);

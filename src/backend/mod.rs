@@ -184,6 +184,12 @@ pub unsafe trait Backend {
     /// needs none, so handles carry nothing extra.
     type State: Send + Sync;
 
+    /// The smallest unit of memory the backend maintains or bounces: the
+    /// CPU's DMA cache-line granule (Linux's `ARCH_DMA_MINALIGN`) for a
+    /// non-coherent backend, `U1` when nothing is shared at line size.
+    /// Typed buffers finer than this do not compile for the backend.
+    type Granule: typenum::Unsigned + typenum::PowerOfTwo;
+
     /// Whether the device sees the CPU's caches (no maintenance needed).
     const COHERENT: bool;
 
@@ -232,6 +238,8 @@ pub unsafe trait Backend {
     /// unmapped before, and the device has finished accessing it.
     unsafe fn unmap(&self, m: &Mapping<'_, Self>, state: Self::State);
 
-    /// Completes all maintenance and invalidation this thread has issued.
-    fn flush(&self);
+    /// Completes all maintenance and invalidation this thread has issued,
+    /// with one barrier or one IOTLB invalidation, counted in
+    /// `device.stats()`.
+    fn flush(&self, device: &DeviceContext);
 }

@@ -205,7 +205,10 @@ impl SimMemory {
     fn release(&self, offset: usize, size: usize) {
         let mut free = self.free_list();
         let i = free.partition_point(|&(s, _)| s < offset);
-        debug_assert!(i == 0 || free[i - 1].0 + free[i - 1].1 <= offset, "double free");
+        debug_assert!(
+            i == 0 || free[i - 1].0 + free[i - 1].1 <= offset,
+            "double free"
+        );
         debug_assert!(i == free.len() || offset + size <= free[i].0, "double free");
         free.insert(i, (offset, size));
         if i + 1 < free.len() && offset + size == free[i + 1].0 {
@@ -262,7 +265,10 @@ impl SimMemory {
     ) -> Result<SimBuffer<[T]>, SimAllocError> {
         let bytes = len
             .checked_mul(size_of::<T>())
-            .ok_or(SimAllocError::BadLayout { size: usize::MAX, align })?;
+            .ok_or(SimAllocError::BadLayout {
+                size: usize::MAX,
+                align,
+            })?;
         let ptr = self.alloc_raw(bytes, align.max(align_of::<T>()))?;
         Ok(SimBuffer {
             ptr: NonNull::slice_from_raw_parts(ptr.cast::<T>(), len),
