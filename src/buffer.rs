@@ -16,7 +16,7 @@ use core::marker::PhantomData;
 use core::mem::size_of;
 use core::ptr::NonNull;
 
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use crate::direction::{Bidirectional, Direction, FromDevice, ToDevice};
 
@@ -58,14 +58,16 @@ impl<T> DmaTarget for [T] {
 /// - [`ToDevice`]: the device reads the bytes, so `T: IntoBytes` (no padding
 ///   bytes, which would leak uninitialised memory to the device);
 /// - [`FromDevice`]: the device writes arbitrary bytes the CPU then reads as
-///   `T`, so `T: FromBytes` (every bit pattern is a valid `T`);
+///   `T`, so `T: FromBytes` (every bit pattern is a valid `T`), and
+///   `T: Immutable`, because a CPU write through a shared reference
+///   (`Cell::set`) would be a CPU write into a buffer the CPU must not write;
 /// - [`Bidirectional`] needs both.
 ///
 /// Implemented for every type that qualifies; never implement it by hand.
 pub trait Transfer<D: Direction> {}
 
 impl<T: ?Sized + IntoBytes> Transfer<ToDevice> for T {}
-impl<T: ?Sized + FromBytes> Transfer<FromDevice> for T {}
+impl<T: ?Sized + FromBytes + Immutable> Transfer<FromDevice> for T {}
 impl<T: ?Sized + IntoBytes + FromBytes> Transfer<Bidirectional> for T {}
 
 /// Owned memory with a stable address that can be mapped for DMA.

@@ -28,7 +28,7 @@ use crate::direction::{
     DmaDirection, Ownership,
 };
 use crate::error::{MapError, MapErrorKind, RangeError};
-use crate::platform::PhysLookup;
+use crate::platform::{PhysLookup, Side};
 
 /// A buffer mapped for DMA on the device `'d`, for transfers in direction
 /// `D` ([`ToDevice`](crate::ToDevice), [`FromDevice`](crate::FromDevice),
@@ -157,7 +157,7 @@ where
                 if !B::SYNC_IS_NOOP {
                     device.backend().flush(device.context());
                 }
-                Ok(Self {
+                let handle = Self {
                     device,
                     ptr,
                     dma,
@@ -166,7 +166,11 @@ where
                     keep: ManuallyDrop::new(keep),
                     own: DevOwned,
                     _owns: PhantomData,
-                })
+                };
+                // SAFETY: the buffer was given up above, so no CPU reference
+                // to it exists, and the handle keeps the pointer valid.
+                unsafe { handle.hand_over(Side::Device) };
+                Ok(handle)
             }
             // SAFETY: as above; the backend holds nothing on error.
             Err(kind) => Err(unsafe { refuse(ptr, keep, kind) }),
@@ -196,6 +200,9 @@ where
     #[inline]
     pub unsafe fn sync_for_cpu(self) -> Mapped<'d, D, CpuOwned, Buf, B> {
         let len = self.byte_len();
+        // SAFETY: the device gave the buffer to it earlier (map or
+        // sync_for_device) and the caller promises it is finished.
+        unsafe { self.hand_over(Side::Cpu) };
         // SAFETY: the caller promises the device is finished; the handle is
         // device-owned, so no CPU reference exists.
         unsafe { self.issue_sync_for_cpu(SyncRange::whole(len)) };
@@ -245,6 +252,8 @@ where
         if len > available {
             return Err(RangeError::new(self, len, available));
         }
+        // SAFETY: as in `sync_for_cpu`.
+        unsafe { self.hand_over(Side::Cpu) };
         if len > 0 {
             let range = SyncRange {
                 offset: 0,
@@ -283,6 +292,9 @@ where
             };
             self.device.backend().flush(self.device.context());
         }
+        // SAFETY: `self` is moved here, so every CPU view borrowed from it
+        // has ended; the handle keeps the pointer valid.
+        unsafe { self.hand_over(Side::Device) };
         self.into_state(DevOwned)
     }
 
@@ -421,6 +433,25 @@ where
         }
     }
 
+    /// Tells the platform which side owns the buffer now.
+    ///
+    /// # Safety
+    ///
+    /// As for [`PhysLookup::ownership_changed`]: for `Side::Device` no CPU
+    /// reference to the buffer exists until the next `Side::Cpu`; for
+    /// `Side::Cpu` the buffer was handed to the device before.
+    #[inline(always)]
+    pub(crate) unsafe fn hand_over(&self, to: Side) {
+        // SAFETY: forwarded from the caller; the pointer is valid for the
+        // handle's bytes as long as the handle lives (it owns the buffer).
+        unsafe {
+            self.device
+                .backend()
+                .platform()
+                .ownership_changed(self.ptr.cast(), self.byte_len(), to)
+        };
+    }
+
     /// Completes issued maintenance (a batch of one).
     #[inline]
     pub(crate) fn complete_sync(&self) {
@@ -460,6 +491,10 @@ where
         let len = self.byte_len();
         let elem = size_of::<<Buf::Target as DmaTarget>::Elem>();
         let mut issued = false;
+        if S::DEVICE_OWNED {
+            // SAFETY: the device owned the buffer and is finished (caller).
+            unsafe { self.hand_over(Side::Cpu) };
+        }
         if let Some(first) = self.own.cpu_stale_from() {
             let offset = first * elem;
             if !B::SYNC_IS_NOOP && offset < len {

@@ -37,7 +37,7 @@
 //! - [`backend::Backend`]: the architecture layer (Linux's `dma_map_ops`);
 //!   [`backend::direct`] is the direct-mapped, coherent one.
 //! - [`platform::PhysLookup`]: the platform hook from CPU to physical address.
-//! - [`sim`] (feature `sim`): a simulated platform that moves real bytes.
+//! - `sim` (feature `sim`): a simulated platform that moves real bytes.
 //!
 //! See `design.md` in the repository for the reasoning behind each unsafe
 //! contract.

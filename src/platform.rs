@@ -5,7 +5,7 @@
 //! lookup (`virt_to_phys`, or a walk for vmalloc-like memory that is then
 //! refused as non-contiguous); in identity-mapped firmware it is the
 //! identity; on the simulated platform, the simulated RAM's own bookkeeping
-//! ([`crate::sim::SimMemory`]).
+//! (`sim::SimMemory`).
 
 use core::ptr::NonNull;
 
@@ -25,6 +25,34 @@ pub unsafe trait PhysLookup {
     /// The physical address of the first byte of `len` bytes at `cpu`, or
     /// `None` when they are not contiguous, pinned RAM.
     fn phys_of(&self, cpu: NonNull<u8>, len: usize) -> Option<PhysAddr>;
+
+    /// Told whenever mapped memory changes hands. Real platforms ignore it
+    /// (the default does nothing and compiles to nothing); a platform that
+    /// runs the device in-process, like the simulator, uses it to let the
+    /// device touch only memory it owns, through the handle's own pointer.
+    ///
+    /// # Safety
+    ///
+    /// The caller promises the claim is true: for [`Side::Device`], no CPU
+    /// reference to the `len` bytes at `cpu` exists from now until a later
+    /// call with [`Side::Cpu`] for the same range, and `cpu` is valid for
+    /// reads and writes of them in that time; for [`Side::Cpu`], the range
+    /// was given to the device by an earlier call. dmacap's handles make
+    /// these calls at map, `sync_for_device`, `sync_for_cpu` and unmap.
+    #[inline(always)]
+    unsafe fn ownership_changed(&self, cpu: NonNull<u8>, len: usize, to: Side) {
+        let _ = (cpu, len, to);
+    }
+}
+
+/// Which side a mapped range now belongs to; see
+/// [`PhysLookup::ownership_changed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The device may access the range; the CPU holds no reference to it.
+    Device,
+    /// The CPU has taken the range back.
+    Cpu,
 }
 
 // SAFETY: forwards to `P`, which keeps the promise.
@@ -32,6 +60,12 @@ unsafe impl<P: PhysLookup + ?Sized> PhysLookup for &P {
     #[inline]
     fn phys_of(&self, cpu: NonNull<u8>, len: usize) -> Option<PhysAddr> {
         (**self).phys_of(cpu, len)
+    }
+
+    #[inline(always)]
+    unsafe fn ownership_changed(&self, cpu: NonNull<u8>, len: usize, to: Side) {
+        // SAFETY: the caller's promise, passed on unchanged.
+        unsafe { (**self).ownership_changed(cpu, len, to) }
     }
 }
 
@@ -41,6 +75,12 @@ unsafe impl<P: PhysLookup + ?Sized> PhysLookup for alloc::sync::Arc<P> {
     #[inline]
     fn phys_of(&self, cpu: NonNull<u8>, len: usize) -> Option<PhysAddr> {
         (**self).phys_of(cpu, len)
+    }
+
+    #[inline(always)]
+    unsafe fn ownership_changed(&self, cpu: NonNull<u8>, len: usize, to: Side) {
+        // SAFETY: the caller's promise, passed on unchanged.
+        unsafe { (**self).ownership_changed(cpu, len, to) }
     }
 }
 

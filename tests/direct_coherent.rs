@@ -8,8 +8,8 @@ use dmacap::backend::direct::{DirectCoherent, DmaWindow, DmaWindows};
 use dmacap::platform::IdentityMap;
 use dmacap::sim::{SimFault, SimPlatform};
 use dmacap::{
-    Bidirectional, CpuOwned, DevOwned, DeviceConfig, DmaAddr, DmaMask, FromDevice, MapErrorKind,
-    Mapped, PhysAddr, RawBuffer, ToDevice,
+    Bidirectional, CpuOwned, DevOwned, DeviceConfig, DmaAddr, DmaBuffer, DmaMask, FromDevice,
+    MapErrorKind, Mapped, PhysAddr, RawBuffer, ToDevice,
 };
 
 type Handle<S> = Mapped<'static, ToDevice, S, Box<[u8]>, DirectCoherent<IdentityMap>>;
@@ -329,19 +329,13 @@ fn raw_memory_maps_through_the_same_checks() {
     let sim = SimPlatform::new(1 << 16);
     let dev = sim.coherent_device();
     let engine = sim.device(&dev);
-    // Memory the driver cannot own as a Rust value: carve it from a leaked
-    // simulated buffer and vouch for it.
-    let region: &'static mut [u8] = {
-        let b = sim.memory().alloc_slice::<u8>(32).unwrap();
-        let h = dev.map_from_device(b).unwrap();
-        // SAFETY: never started; gives the buffer back.
-        let b = unsafe { h.unmap() };
-        let leaked = Box::leak(Box::new(b));
-        &mut leaked[..]
-    };
-    // SAFETY: `region` is valid, initialised, never freed (leaked), and only
-    // this RawBuffer touches it from here on.
-    let raw = unsafe { RawBuffer::new(std::ptr::NonNull::from(region)) };
+    // Memory the driver cannot own as a Rust value: take a simulated buffer
+    // apart into its raw pointer and never rebuild it.
+    let (region, _ram) = sim.memory().alloc_slice::<u8>(32).unwrap().into_raw_parts();
+    std::mem::forget(_ram);
+    // SAFETY: `region` is valid and initialised (zeroed), never freed (its
+    // parts are never rebuilt), and only this RawBuffer touches it.
+    let raw = unsafe { RawBuffer::new(region) };
     let h = dev.map_from_device(raw).unwrap();
     engine.write(h.dma_addr(), b"raw").unwrap();
     // SAFETY: completed.

@@ -8,7 +8,7 @@ use crate::backend::Backend;
 use crate::backend::direct::{DirectCoherent, DmaWindows};
 use crate::device::Device;
 use crate::platform::PhysLookup;
-use crate::sim::memory::SimMemory;
+use crate::sim::memory::{PhysAccessError, SimMemory};
 
 /// What a device access does to memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +44,17 @@ pub enum SimFault {
     Denied {
         /// The faulting address.
         dma: DmaAddr,
+        /// The access.
+        access: Access,
+    },
+    /// The address is RAM, but no mapping hands it to a device now: the
+    /// driver gave the device an address it does not own.
+    #[error("{access:?} at DMA address {dma} reaches {phys}, which no device owns")]
+    NotDeviceOwned {
+        /// The faulting address.
+        dma: DmaAddr,
+        /// The first physical byte not owned.
+        phys: PhysAddr,
         /// The access.
         access: Access,
     },
@@ -155,11 +166,13 @@ impl<'a, B: Backend + BusTranslate> SimDevice<'a, B> {
 
     /// Reads `out.len()` bytes at `dma` into `out`.
     pub fn read(&self, dma: DmaAddr, out: &mut [u8]) -> Result<(), SimFault> {
+        let pieces = self.route(dma, out.len(), Access::Read)?;
+        self.check_owned(&pieces, dma, Access::Read)?;
         let mut at = 0;
-        for (phys, n) in self.route(dma, out.len(), Access::Read)? {
+        for (phys, n) in pieces {
             self.memory
                 .read_phys(phys, &mut out[at..at + n])
-                .expect("route checked the range");
+                .map_err(|e| self.fault(e, dma, Access::Read))?;
             at += n;
         }
         Ok(())
@@ -167,14 +180,40 @@ impl<'a, B: Backend + BusTranslate> SimDevice<'a, B> {
 
     /// Writes `data` at `dma`.
     pub fn write(&self, dma: DmaAddr, data: &[u8]) -> Result<(), SimFault> {
+        let pieces = self.route(dma, data.len(), Access::Write)?;
+        self.check_owned(&pieces, dma, Access::Write)?;
         let mut at = 0;
-        for (phys, n) in self.route(dma, data.len(), Access::Write)? {
+        for (phys, n) in pieces {
             self.memory
                 .write_phys(phys, &data[at..at + n])
-                .expect("route checked the range");
+                .map_err(|e| self.fault(e, dma, Access::Write))?;
             at += n;
         }
         Ok(())
+    }
+
+    /// Refuses the whole access if any piece is not device-owned, before a
+    /// byte moves.
+    fn check_owned(
+        &self,
+        pieces: &[(PhysAddr, usize)],
+        dma: DmaAddr,
+        access: Access,
+    ) -> Result<(), SimFault> {
+        pieces.iter().try_for_each(|&(phys, n)| {
+            self.memory
+                .check_device_owned(phys, n)
+                .map_err(|e| self.fault(e, dma, access))
+        })
+    }
+
+    fn fault(&self, e: PhysAccessError, dma: DmaAddr, access: Access) -> SimFault {
+        match e {
+            PhysAccessError::NotDeviceOwned { phys } => {
+                SimFault::NotDeviceOwned { dma, phys, access }
+            }
+            PhysAccessError::OutsideRam { phys, .. } => SimFault::NotRam { dma, phys, access },
+        }
     }
 
     /// Copies `len` bytes from `src` to `dst`, as a copy engine does. Both

@@ -6,6 +6,7 @@ use core::fmt;
 use core::mem::{ManuallyDrop, align_of, size_of};
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::vec::Vec;
 
@@ -13,7 +14,7 @@ use zerocopy::FromZeros;
 
 use crate::addr::PhysAddr;
 use crate::buffer::{DmaBuffer, DmaTarget};
-use crate::platform::PhysLookup;
+use crate::platform::{PhysLookup, Side};
 use crate::sync::{Mutex, MutexGuard};
 
 /// Why a simulated allocation failed.
@@ -38,14 +39,34 @@ pub enum SimAllocError {
     },
 }
 
-/// A device access that left the simulated RAM.
+/// Why a device-side access to the simulated RAM was refused. Nothing was
+/// read or written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("physical access of {len} bytes at {phys} is outside the simulated RAM")]
-pub struct OutsideRam {
-    /// Start of the access.
-    pub phys: PhysAddr,
-    /// Its length.
-    pub len: usize,
+#[non_exhaustive]
+pub enum PhysAccessError {
+    /// The range is not (entirely) inside the simulated RAM.
+    #[error("physical access of {len} bytes at {phys} is outside the simulated RAM")]
+    OutsideRam {
+        /// Start of the access.
+        phys: PhysAddr,
+        /// Its length.
+        len: usize,
+    },
+    /// The range is RAM, but no mapping hands it to a device right now: the
+    /// CPU owns it, or it is not mapped at all. On hardware this access
+    /// would corrupt or leak memory the driver is using.
+    #[error("physical access at {phys} touches memory no device owns")]
+    NotDeviceOwned {
+        /// The first byte not owned by a device.
+        phys: PhysAddr,
+    },
+}
+
+/// A range handed to the device, and the pointer (with the handle's own
+/// provenance) through which the simulated device reaches it.
+struct Grant {
+    len: usize,
+    ptr: NonNull<u8>,
 }
 
 /// The largest alignment an allocation may ask for: the RAM block itself is
@@ -54,13 +75,18 @@ const RAM_ALIGN: usize = 4096;
 
 /// Invariants: `base` points to `size` zero-initialised bytes allocated with
 /// `layout`, freed only when the last `SimMemory` clone is dropped; `free`
-/// holds disjoint, sorted, coalesced `(offset, len)` ranges inside it.
+/// holds disjoint, sorted, coalesced `(offset, len)` ranges inside it;
+/// `granted` maps the offset of each range a handle has handed to its device
+/// (and not taken back) to its length and the handle's pointer, and no CPU
+/// reference to those bytes exists (the promise of
+/// [`PhysLookup::ownership_changed`]).
 struct Ram {
     base: NonNull<u8>,
     size: usize,
     layout: Layout,
     phys_base: PhysAddr,
     free: Mutex<Vec<(usize, usize)>>,
+    granted: Mutex<BTreeMap<usize, Grant>>,
 }
 
 // SAFETY: the RAM block is plain bytes; who may touch which part is decided
@@ -94,8 +120,9 @@ impl Drop for Ram {
 /// b[0] = 0xaa;
 /// let phys = ram.phys_of_buffer(&b);
 /// let mut out = [0u8; 1];
-/// ram.read_phys(phys, &mut out).unwrap();
-/// assert_eq!(out[0], 0xaa);
+/// // No device owns the buffer, so a device-side read is refused.
+/// assert!(ram.read_phys(phys, &mut out).is_err());
+/// assert_eq!(phys.as_u64(), 0x4000_0000);
 /// assert_eq!(ram.allocated_bytes(), 8);
 /// drop(b);
 /// assert_eq!(ram.allocated_bytes(), 0);
@@ -139,6 +166,7 @@ impl SimMemory {
                 layout,
                 phys_base,
                 free: Mutex::new(std::vec![(0, size)]),
+                granted: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -288,56 +316,89 @@ impl SimMemory {
     }
 
     /// The offset in the RAM block of `len` bytes at physical `phys`.
-    fn offset_of(&self, phys: PhysAddr, len: usize) -> Result<usize, OutsideRam> {
-        let outside = OutsideRam { phys, len };
-        let off = phys
-            .as_u64()
-            .checked_sub(self.ram.phys_base.as_u64())
-            .ok_or(outside)?;
-        let end = off.checked_add(len as u64).ok_or(outside)?;
-        if end > self.ram.size as u64 {
-            return Err(outside);
-        }
-        Ok(off as usize)
+    fn offset_of(&self, phys: PhysAddr, len: usize) -> Option<usize> {
+        let off = phys.as_u64().checked_sub(self.ram.phys_base.as_u64())?;
+        let end = off.checked_add(len as u64)?;
+        (end <= self.ram.size as u64).then_some(off as usize)
     }
 
     /// Whether `[phys, phys + len)` is entirely inside this RAM.
     pub fn contains(&self, phys: PhysAddr, len: usize) -> bool {
-        self.offset_of(phys, len).is_ok()
+        self.offset_of(phys, len).is_some()
     }
 
-    /// Reads RAM at physical address `phys`, as a device (or a cache
-    /// fill) does: directly, not through any CPU cache.
-    pub fn read_phys(&self, phys: PhysAddr, out: &mut [u8]) -> Result<(), OutsideRam> {
-        let off = self.offset_of(phys, out.len())?;
-        // SAFETY: `[off, off + len)` is inside the RAM block (checked), and
-        // `out` is a distinct Rust allocation or a disjoint part of the
-        // block. Whether the driver let the device touch this range is what
-        // the handle types decide; a device access to CPU-owned memory is
-        // the same bug as on hardware (and Miri reports it).
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                self.ram.base.as_ptr().add(off),
-                out.as_mut_ptr(),
-                out.len(),
-            )
-        };
+    /// Bytes currently handed to devices (mapped and device-owned, or
+    /// quarantined).
+    pub fn device_owned_bytes(&self) -> usize {
+        let granted = self.ram.granted.lock().unwrap_or_else(|e| e.into_inner());
+        granted.values().map(|g| g.len).sum()
+    }
+
+    /// Runs `each(ptr, len)` over the pieces of `[phys, phys + len)`, each
+    /// reached through the pointer of the handle that granted it, once all
+    /// pieces are known to be device-owned. The grant table stays locked
+    /// throughout, so no handle can take a piece back in the middle.
+    fn with_granted(
+        &self,
+        phys: PhysAddr,
+        len: usize,
+        mut each: impl FnMut(NonNull<u8>, usize),
+    ) -> Result<(), PhysAccessError> {
+        let start = self
+            .offset_of(phys, len)
+            .ok_or(PhysAccessError::OutsideRam { phys, len })?;
+        let granted = self.ram.granted.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pieces = Vec::new();
+        let mut off = start;
+        while off < start + len {
+            let not_owned = PhysAccessError::NotDeviceOwned {
+                phys: PhysAddr::new(self.ram.phys_base.as_u64() + off as u64),
+            };
+            let (&g_off, g) = granted.range(..=off).next_back().ok_or(not_owned)?;
+            if off >= g_off + g.len {
+                return Err(not_owned);
+            }
+            let n = (g_off + g.len - off).min(start + len - off);
+            // SAFETY: `off - g_off < g.len`: inside the granted range, for
+            // which the handle's pointer is valid.
+            pieces.push((unsafe { g.ptr.add(off - g_off) }, n));
+            off += n;
+        }
+        for (ptr, n) in pieces {
+            each(ptr, n);
+        }
         Ok(())
     }
 
-    /// Writes RAM at physical address `phys`, as a device (or a cache
-    /// write-back) does.
-    pub fn write_phys(&self, phys: PhysAddr, data: &[u8]) -> Result<(), OutsideRam> {
-        let off = self.offset_of(phys, data.len())?;
-        // SAFETY: as for `read_phys`.
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                data.as_ptr(),
-                self.ram.base.as_ptr().add(off),
-                data.len(),
-            )
-        };
-        Ok(())
+    /// Whether a device may access `[phys, phys + len)` now: `Ok` if every
+    /// byte is RAM handed to a device.
+    pub fn check_device_owned(&self, phys: PhysAddr, len: usize) -> Result<(), PhysAccessError> {
+        self.with_granted(phys, len, |_, _| {})
+    }
+
+    /// Reads RAM at physical address `phys` as a device does: only memory a
+    /// mapping has handed to a device, and not through any CPU cache.
+    pub fn read_phys(&self, phys: PhysAddr, out: &mut [u8]) -> Result<(), PhysAccessError> {
+        let mut at = 0;
+        self.with_granted(phys, out.len(), |src, n| {
+            // SAFETY: `src` is valid for `n` bytes (granted), and no CPU
+            // reference to them exists while they are granted; `out` is a
+            // distinct, caller-owned slice.
+            unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), out[at..].as_mut_ptr(), n) };
+            at += n;
+        })
+    }
+
+    /// Writes RAM at physical address `phys` as a device does: only memory
+    /// a mapping has handed to a device.
+    pub fn write_phys(&self, phys: PhysAddr, data: &[u8]) -> Result<(), PhysAccessError> {
+        let mut at = 0;
+        self.with_granted(phys, data.len(), |dst, n| {
+            // SAFETY: as in `read_phys`; `data` is caller-owned and not
+            // device-owned memory (which no reference can point to).
+            unsafe { core::ptr::copy_nonoverlapping(data[at..].as_ptr(), dst.as_ptr(), n) };
+            at += n;
+        })
     }
 }
 
@@ -347,12 +408,35 @@ impl SimMemory {
 // whole range must lie inside the block.
 unsafe impl PhysLookup for SimMemory {
     fn phys_of(&self, cpu: NonNull<u8>, len: usize) -> Option<PhysAddr> {
+        let off = self.cpu_offset(cpu, len)?;
+        self.ram.phys_base.checked_add(off as u64)
+    }
+
+    unsafe fn ownership_changed(&self, cpu: NonNull<u8>, len: usize, to: Side) {
+        let Some(off) = self.cpu_offset(cpu, len) else {
+            return; // not this RAM's memory: no simulated device can reach it
+        };
+        let mut granted = self.ram.granted.lock().unwrap_or_else(|e| e.into_inner());
+        match to {
+            Side::Device => {
+                let old = granted.insert(off, Grant { len, ptr: cpu });
+                debug_assert!(old.is_none(), "range handed to a device twice");
+            }
+            Side::Cpu => {
+                let old = granted.remove(&off);
+                debug_assert!(old.is_some(), "range taken back but never handed over");
+            }
+        }
+    }
+}
+
+impl SimMemory {
+    /// The offset of `len` bytes at `cpu` in the RAM block, if they are all
+    /// inside it.
+    fn cpu_offset(&self, cpu: NonNull<u8>, len: usize) -> Option<usize> {
         let base = self.ram.base.as_ptr() as usize;
         let off = (cpu.as_ptr() as usize).checked_sub(base)?;
-        if off.checked_add(len)? > self.ram.size {
-            return None;
-        }
-        self.ram.phys_base.checked_add(off as u64)
+        (off.checked_add(len)? <= self.ram.size).then_some(off)
     }
 }
 
@@ -475,11 +559,43 @@ mod tests {
     }
 
     #[test]
-    fn physical_access_is_bounded() {
+    fn physical_access_needs_ram_and_a_grant() {
         let ram = SimMemory::with_base(PhysAddr::new(0x1000), 64);
-        assert!(ram.write_phys(PhysAddr::new(0x1000), &[1; 64]).is_ok());
-        assert!(ram.write_phys(PhysAddr::new(0x1001), &[1; 64]).is_err());
+        let mut a = ram.alloc_slice::<u8>(32).unwrap();
+        let b = ram.alloc_slice::<u8>(32).unwrap();
+        let not_owned = |p| {
+            Err(PhysAccessError::NotDeviceOwned {
+                phys: PhysAddr::new(p),
+            })
+        };
+        assert_eq!(
+            ram.write_phys(PhysAddr::new(0x1000), &[1; 64]),
+            not_owned(0x1000)
+        );
+        assert!(matches!(
+            ram.write_phys(PhysAddr::new(0x1001), &[1; 64]),
+            Err(PhysAccessError::OutsideRam { .. })
+        ));
         assert!(ram.read_phys(PhysAddr::new(0xfff), &mut [0; 1]).is_err());
         assert!(ram.read_phys(PhysAddr::new(u64::MAX), &mut [0; 2]).is_err());
+
+        let a_ptr = NonNull::from(&mut *a).cast::<u8>();
+        // SAFETY: `a` is not used again until handed back below.
+        unsafe { ram.ownership_changed(a_ptr, 32, Side::Device) };
+        assert_eq!(ram.device_owned_bytes(), 32);
+        assert!(ram.write_phys(PhysAddr::new(0x1000), &[7; 32]).is_ok());
+        // Spilling into `b`, which no device owns, is refused whole.
+        assert_eq!(
+            ram.write_phys(PhysAddr::new(0x1010), &[9; 32]),
+            not_owned(0x1020)
+        );
+        // SAFETY: handed over above.
+        unsafe { ram.ownership_changed(a_ptr, 32, Side::Cpu) };
+        assert_eq!(&a[..], &[7; 32]);
+        assert_eq!(&b[..], &[0; 32]);
+        assert_eq!(
+            ram.read_phys(PhysAddr::new(0x1000), &mut [0; 1]),
+            not_owned(0x1000)
+        );
     }
 }

@@ -3,9 +3,14 @@
 //!
 //! It is public so that driver authors can test their own drivers against
 //! it: a driver that hands a device the wrong address, or reads a buffer
-//! before the device wrote it, gets wrong bytes or a [`SimFault`] here, and
-//! a driver whose simulated device touches CPU-owned memory is reported by
-//! Miri as the aliasing violation it is.
+//! before the device wrote it, gets wrong bytes or a [`SimFault`] here.
+//!
+//! The simulated device touches only memory that a handle has handed to it
+//! (through [`PhysLookup::ownership_changed`](crate::platform::PhysLookup::ownership_changed)),
+//! and it reaches that memory through the handle's own pointer. An access to
+//! anything else (a buffer the CPU owns, one that is not mapped, a neighbour)
+//! is a [`SimFault::NotDeviceOwned`], never a write under a live Rust
+//! reference: the simulator stays sound whatever a test makes the device do.
 //!
 //! - [`SimMemory`]: the RAM and its allocator; [`SimBuffer`]: a buffer in it.
 //! - [`SimDevice`]: a device's DMA engine, reading and writing at DMA
@@ -16,7 +21,7 @@ mod device;
 mod memory;
 
 pub use device::{Access, BusTranslate, SimDevice, SimFault};
-pub use memory::{OutsideRam, SimAllocError, SimBuffer, SimMemory};
+pub use memory::{PhysAccessError, SimAllocError, SimBuffer, SimMemory};
 
 use crate::addr::PhysAddr;
 use crate::backend::Backend;
