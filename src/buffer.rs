@@ -64,6 +64,11 @@ impl<T> DmaTarget for [T] {
 /// - [`Bidirectional`] needs both.
 ///
 /// Implemented for every type that qualifies; never implement it by hand.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be transferred in direction `{D}`",
+    note = "`ToDevice` needs `IntoBytes` (no padding), `FromDevice` needs `FromBytes + Immutable`, \
+            `Bidirectional` needs all three"
+)]
 pub trait Transfer<D: Direction> {}
 
 impl<T: ?Sized + IntoBytes> Transfer<ToDevice> for T {}
@@ -230,3 +235,106 @@ unsafe impl DmaBuffer for RawBuffer {
         }
     }
 }
+
+/// A type that fills whole cache-line granules of `G` bytes: its alignment
+/// is at least `G` and its size a multiple of `G`, so a value of it never
+/// shares a cache line with other data on a backend of granule `G`.
+///
+/// Implement it for your descriptor types (`#[repr(C, align(64))]` and
+/// padded to a multiple of 64 bytes with explicit reserved fields, so they
+/// stay `IntoBytes`); dmacap also checks the claim at compile time whenever
+/// the type is mapped.
+///
+/// ```
+/// use dmacap::buffer::LineAligned;
+/// use typenum::U64;
+///
+/// #[derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::Immutable)]
+/// #[repr(C, align(64))]
+/// struct RxDescriptor {
+///     addr: u64,
+///     len: u32,
+///     flags: u32,
+///     reserved: [u8; 48],
+/// }
+/// // SAFETY: aligned to 64 and 64 bytes long.
+/// unsafe impl LineAligned<U64> for RxDescriptor {}
+/// ```
+///
+/// # Safety
+///
+/// `align_of::<Self>() >= G::USIZE` and `size_of::<Self>() % G::USIZE == 0`.
+pub unsafe trait LineAligned<G: typenum::Unsigned>: Sized {
+    /// Evaluated at compile time wherever the type is mapped; fails the
+    /// build if the promise is false.
+    #[doc(hidden)]
+    const CHECK: () = assert!(
+        core::mem::align_of::<Self>() >= G::USIZE
+            && core::mem::size_of::<Self>().is_multiple_of(G::USIZE),
+        "LineAligned<G> implemented for a type that is not aligned to G or not a multiple of G in size"
+    );
+}
+
+/// Contents that can be mapped on a backend whose cache-line granule is `G`
+/// without sharing a line with other data (the brief's "cacheline overlap"
+/// misuse).
+///
+/// - On a backend with granule `U1` (coherent: nothing is maintained by
+///   line), every type qualifies.
+/// - Otherwise typed contents must be [`LineAligned<G>`], as one value or a
+///   slice of them: a `Box<u32>` or a `Box<[u32]>` does not compile for a
+///   non-coherent backend.
+/// - Byte buffers (`[u8]`, `[u8; N]`) cannot carry alignment in their
+///   type; dmacap checks their address and length at map time and refuses
+///   one that shares a line ([`MapErrorKind::SharesCacheLine`](crate::MapErrorKind::SharesCacheLine)).
+///
+/// Implemented by dmacap for these cases only; the granules provided are
+/// 16 to 256 bytes.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` could share a cache line with other data on this non-coherent backend",
+    label = "typed contents below the backend's cache-line granule",
+    note = "typed contents must implement `LineAligned<G>` for the backend's granule `G` \
+            (a `#[repr(C, align(64))]` type padded to whole lines, say); \
+            byte buffers (`[u8]`) are checked at map time instead"
+)]
+pub trait CacheSafe<G> {
+    /// Whether the address and length must be checked at map time.
+    const CHECK_AT_MAP: bool;
+    /// Compile-time check of a [`LineAligned`] promise (unit otherwise).
+    #[doc(hidden)]
+    const CHECK: ();
+}
+
+impl<T: ?Sized> CacheSafe<typenum::U1> for T {
+    const CHECK_AT_MAP: bool = false;
+    const CHECK: () = ();
+}
+
+macro_rules! cache_safe_granules {
+    ($($g:ty),*) => {$(
+        impl<T: LineAligned<$g>> CacheSafe<$g> for T {
+            const CHECK_AT_MAP: bool = false;
+            const CHECK: () = <T as LineAligned<$g>>::CHECK;
+        }
+        impl<T: LineAligned<$g>> CacheSafe<$g> for [T] {
+            const CHECK_AT_MAP: bool = false;
+            const CHECK: () = <T as LineAligned<$g>>::CHECK;
+        }
+        impl CacheSafe<$g> for [u8] {
+            const CHECK_AT_MAP: bool = true;
+            const CHECK: () = ();
+        }
+        impl<const N: usize> CacheSafe<$g> for [u8; N] {
+            const CHECK_AT_MAP: bool = true;
+            const CHECK: () = ();
+        }
+    )*};
+}
+
+cache_safe_granules!(
+    typenum::U16,
+    typenum::U32,
+    typenum::U64,
+    typenum::U128,
+    typenum::U256
+);

@@ -2,7 +2,7 @@
 
 use crate::addr::DmaMask;
 use crate::backend::Backend;
-use crate::buffer::{DmaBuffer, Transfer};
+use crate::buffer::{CacheSafe, DmaBuffer, Transfer};
 use crate::direction::{Bidirectional, DevOwned, Direction, FromDevice, ToDevice};
 use crate::error::MapError;
 use crate::handle::Mapped;
@@ -276,7 +276,7 @@ impl<B: Backend> Device<B> {
         buf: Buf,
     ) -> Result<Mapped<'_, D, DevOwned, Buf, B>, MapError<Buf>>
     where
-        Buf::Target: Transfer<D>,
+        Buf::Target: Transfer<D> + CacheSafe<B::Granule>,
     {
         Mapped::map(self, buf)
     }
@@ -288,7 +288,7 @@ impl<B: Backend> Device<B> {
         buf: Buf,
     ) -> Result<Mapped<'_, ToDevice, DevOwned, Buf, B>, MapError<Buf>>
     where
-        Buf::Target: Transfer<ToDevice>,
+        Buf::Target: Transfer<ToDevice> + CacheSafe<B::Granule>,
     {
         Mapped::map(self, buf)
     }
@@ -300,7 +300,7 @@ impl<B: Backend> Device<B> {
         buf: Buf,
     ) -> Result<Mapped<'_, FromDevice, DevOwned, Buf, B>, MapError<Buf>>
     where
-        Buf::Target: Transfer<FromDevice>,
+        Buf::Target: Transfer<FromDevice> + CacheSafe<B::Granule>,
     {
         Mapped::map(self, buf)
     }
@@ -312,7 +312,7 @@ impl<B: Backend> Device<B> {
         buf: Buf,
     ) -> Result<Mapped<'_, Bidirectional, DevOwned, Buf, B>, MapError<Buf>>
     where
-        Buf::Target: Transfer<Bidirectional>,
+        Buf::Target: Transfer<Bidirectional> + CacheSafe<B::Granule>,
     {
         Mapped::map(self, buf)
     }

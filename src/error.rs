@@ -49,6 +49,18 @@ pub enum MapErrorKind {
         /// The device's mask.
         mask: DmaMask,
     },
+    /// A byte buffer would share a cache line with other data on a
+    /// non-coherent backend: its address or its length is not a multiple of
+    /// the backend's granule. (Bouncing it is the alternative, part 3.)
+    #[error("{len} bytes at {cpu:#x} share a cache line with other data (granule {granule} bytes)")]
+    SharesCacheLine {
+        /// The buffer's CPU address.
+        cpu: usize,
+        /// Its length in bytes.
+        len: usize,
+        /// The backend's granule.
+        granule: usize,
+    },
     /// A backend-specific reason, for backends written outside dmacap.
     #[error("the backend refused the mapping: {0}")]
     Backend(&'static str),

@@ -21,7 +21,7 @@ use core::ptr::NonNull;
 
 use crate::addr::DmaAddr;
 use crate::backend::{Backend, MapRequest, Mapping, PhysSlot, SyncRange};
-use crate::buffer::{DmaBuffer, DmaTarget, Transfer};
+use crate::buffer::{CacheSafe, DmaBuffer, DmaTarget, Transfer};
 use crate::device::Device;
 use crate::direction::{
     CpuOwned, CpuOwnedPrefix, CpuState, CpuWritable, DevOwned, DeviceWritable, Direction,
@@ -123,14 +123,42 @@ where
 {
     pub(crate) fn map(device: &'d Device<B>, buf: Buf) -> Result<Self, MapError<Buf>>
     where
-        Buf::Target: Transfer<D>,
+        Buf::Target: Transfer<D> + CacheSafe<B::Granule>,
     {
+        let handle = Self::map_issue(device, buf)?;
+        handle.complete_sync();
+        handle.granted();
+        Ok(handle)
+    }
+
+    /// Maps and issues the hand-over to the device without completing it.
+    /// The caller must `flush` (unless `SYNC_IS_NOOP`) and then call
+    /// [`granted`](Self::granted) before the DMA address reaches a device.
+    pub(crate) fn map_issue(device: &'d Device<B>, buf: Buf) -> Result<Self, MapError<Buf>>
+    where
+        Buf::Target: Transfer<D> + CacheSafe<B::Granule>,
+    {
+        // Fails the build if a `LineAligned` promise is false.
+        #[allow(clippy::let_unit_value)]
+        let () = const { <Buf::Target as CacheSafe<B::Granule>>::CHECK };
         let (ptr, keep) = buf.into_raw_parts();
         let len = <Buf::Target as DmaTarget>::byte_len(ptr);
         let cpu = ptr.cast::<u8>();
         if len == 0 {
             // SAFETY: the parts were just taken and are given back once.
             return Err(unsafe { refuse(ptr, keep, MapErrorKind::ZeroLength) });
+        }
+        let granule = <B::Granule as typenum::Unsigned>::USIZE;
+        if <Buf::Target as CacheSafe<B::Granule>>::CHECK_AT_MAP
+            && !((cpu.as_ptr() as usize).is_multiple_of(granule) && len.is_multiple_of(granule))
+        {
+            let kind = MapErrorKind::SharesCacheLine {
+                cpu: cpu.as_ptr() as usize,
+                len,
+                granule,
+            };
+            // SAFETY: as above.
+            return Err(unsafe { refuse(ptr, keep, kind) });
         }
         let Some(phys) = device.backend().platform().phys_of(cpu, len) else {
             let kind = MapErrorKind::NoPhysAddr {
@@ -153,25 +181,16 @@ where
             device: device.context(),
         };
         match device.backend().map(&req) {
-            Ok((dma, map_state)) => {
-                if !B::SYNC_IS_NOOP {
-                    device.backend().flush(device.context());
-                }
-                let handle = Self {
-                    device,
-                    ptr,
-                    dma,
-                    phys: B::Phys::keep(phys),
-                    map_state: ManuallyDrop::new(map_state),
-                    keep: ManuallyDrop::new(keep),
-                    own: DevOwned,
-                    _owns: PhantomData,
-                };
-                // SAFETY: the buffer was given up above, so no CPU reference
-                // to it exists, and the handle keeps the pointer valid.
-                unsafe { handle.hand_over(Side::Device) };
-                Ok(handle)
-            }
+            Ok((dma, map_state)) => Ok(Self {
+                device,
+                ptr,
+                dma,
+                phys: B::Phys::keep(phys),
+                map_state: ManuallyDrop::new(map_state),
+                keep: ManuallyDrop::new(keep),
+                own: DevOwned,
+                _owns: PhantomData,
+            }),
             // SAFETY: as above; the backend holds nothing on error.
             Err(kind) => Err(unsafe { refuse(ptr, keep, kind) }),
         }
@@ -199,15 +218,40 @@ where
     /// device write memory that safe code is reading.
     #[inline]
     pub unsafe fn sync_for_cpu(self) -> Mapped<'d, D, CpuOwned, Buf, B> {
+        // SAFETY: forwarded from the caller.
+        let handle = unsafe { self.issue_to_cpu() };
+        handle.complete_sync();
+        handle
+    }
+
+    /// Takes the buffer back from the device and issues the CPU-side
+    /// maintenance without completing it: the caller must `flush` before
+    /// the handle leaves dmacap.
+    ///
+    /// # Safety
+    ///
+    /// As for [`sync_for_cpu`](Self::sync_for_cpu).
+    #[inline]
+    pub(crate) unsafe fn issue_to_cpu(self) -> Mapped<'d, D, CpuOwned, Buf, B> {
         let len = self.byte_len();
-        // SAFETY: the device gave the buffer to it earlier (map or
+        // SAFETY: the device was given the buffer earlier (map or
         // sync_for_device) and the caller promises it is finished.
         unsafe { self.hand_over(Side::Cpu) };
         // SAFETY: the caller promises the device is finished; the handle is
         // device-owned, so no CPU reference exists.
         unsafe { self.issue_sync_for_cpu(SyncRange::whole(len)) };
-        self.complete_sync();
         self.into_state(CpuOwned)
+    }
+
+    /// Tells the platform that the device may now use the buffer: the last
+    /// step of every hand-over to the device, after its maintenance
+    /// completed.
+    #[inline(always)]
+    pub(crate) fn granted(&self) {
+        // SAFETY: the handle is device-owned, so no CPU reference to the
+        // buffer exists until it is synced back, and it keeps the pointer
+        // valid.
+        unsafe { self.hand_over(Side::Device) };
     }
 
     /// Tears the mapping down and gives the buffer back, with everything
@@ -220,10 +264,8 @@ where
     /// address again.
     #[inline]
     pub unsafe fn unmap(self) -> Buf {
-        let mut this = ManuallyDrop::new(self);
-        // SAFETY: called once, then `this` is never used nor dropped; the
-        // caller promises the device is finished.
-        unsafe { this.tear_down() }
+        // SAFETY: the caller promises the device is finished.
+        unsafe { self.issue_unmap() }.finish()
     }
 }
 
@@ -280,6 +322,17 @@ where
     /// handle is consumed.
     #[inline]
     pub fn sync_for_device(self) -> Mapped<'d, D, DevOwned, Buf, B> {
+        let handle = self.issue_to_device();
+        handle.complete_sync();
+        handle.granted();
+        handle
+    }
+
+    /// Issues the hand-over to the device without completing it: the caller
+    /// must `flush` and then call [`granted`](Mapped::granted) before the
+    /// DMA address reaches a device.
+    #[inline]
+    pub(crate) fn issue_to_device(self) -> Mapped<'d, D, DevOwned, Buf, B> {
         if !B::SYNC_IS_NOOP {
             let m = self.mapping();
             // SAFETY: the mapping is live and the whole range is inside it;
@@ -290,11 +343,7 @@ where
                     .backend()
                     .sync_for_device(&m, &self.map_state, SyncRange::whole(m.len))
             };
-            self.device.backend().flush(self.device.context());
         }
-        // SAFETY: `self` is moved here, so every CPU view borrowed from it
-        // has ended; the handle keeps the pointer valid.
-        unsafe { self.hand_over(Side::Device) };
         self.into_state(DevOwned)
     }
 
@@ -302,10 +351,8 @@ where
     /// already owns it.
     #[inline]
     pub fn unmap(self) -> Buf {
-        let mut this = ManuallyDrop::new(self);
-        // SAFETY: called once, then `this` is never used nor dropped; in a
-        // CPU state the device has finished with the buffer.
-        unsafe { this.tear_down() }
+        // SAFETY: in a CPU state the device has finished with the buffer.
+        unsafe { self.issue_unmap() }.finish()
     }
 }
 
@@ -460,6 +507,13 @@ where
         }
     }
 
+    /// Quarantines the buffer as if the device still owned it: never
+    /// unmapped, never freed, and counted.
+    pub(crate) fn quarantine(self) {
+        self.device.stats().record_leak(self.byte_len());
+        core::mem::forget(self);
+    }
+
     /// The same mapping in another ownership state.
     #[inline]
     fn into_state<S2: Ownership>(self, own: S2) -> Mapped<'d, D, S2, Buf, B> {
@@ -479,15 +533,29 @@ where
         }
     }
 
-    /// Syncs whatever the CPU has not taken back, unmaps, completes, and
-    /// rebuilds the buffer.
+    /// Syncs for the CPU whatever it has not taken back and issues the
+    /// unmap, without completing either. The buffer comes back from
+    /// [`PendingUnmap::finish`], which completes first if anything was
+    /// issued, or from a batch's flush.
+    ///
+    /// # Safety
+    ///
+    /// The device has finished with the buffer.
+    pub(crate) unsafe fn issue_unmap(self) -> PendingUnmap<'d, Buf, B> {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: called once, and `this` is never used or dropped after;
+        // the device is finished (caller).
+        unsafe { this.issue_tear_down() }
+    }
+
+    /// The body of [`issue_unmap`](Self::issue_unmap), also used by `Drop`.
     ///
     /// # Safety
     ///
     /// Called at most once per handle; afterwards the handle is neither used
     /// nor dropped (only its trivial fields may be). The device has finished
     /// with the buffer.
-    unsafe fn tear_down(&mut self) -> Buf {
+    unsafe fn issue_tear_down(&mut self) -> PendingUnmap<'d, Buf, B> {
         let len = self.byte_len();
         let elem = size_of::<<Buf::Target as DmaTarget>::Elem>();
         let mut issued = false;
@@ -520,12 +588,90 @@ where
             unsafe { self.device.backend().unmap(&self.mapping(), map_state) };
             issued = true;
         }
-        if issued {
+        PendingUnmap {
+            device: self.device,
+            ptr: self.ptr,
+            // SAFETY: called once (caller), so `keep` is taken once.
+            keep: ManuallyDrop::new(unsafe { ManuallyDrop::take(&mut self.keep) }),
+            issued,
+        }
+    }
+}
+
+/// A buffer whose unmap has been issued but not completed: held inside a
+/// batch until its flush, after which it becomes the buffer again.
+///
+/// # Invariants
+///
+/// `ptr` and `keep` are the parts of a buffer whose mapping is being torn
+/// down; `issued` says whether maintenance or invalidation is outstanding.
+pub struct PendingUnmap<'d, Buf: DmaBuffer, B: Backend> {
+    device: &'d Device<B>,
+    ptr: NonNull<Buf::Target>,
+    keep: ManuallyDrop<Buf::Keep>,
+    issued: bool,
+}
+
+impl<'d, Buf: DmaBuffer, B: Backend> PendingUnmap<'d, Buf, B> {
+    /// Whether a flush is needed before the buffer may be used.
+    pub(crate) fn needs_flush(&self) -> bool {
+        self.issued
+    }
+
+    /// The device whose backend must complete the unmap.
+    pub(crate) fn device(&self) -> &'d Device<B> {
+        self.device
+    }
+
+    /// Completes the unmap (a batch of one) and rebuilds the buffer.
+    pub(crate) fn finish(self) -> Buf {
+        if self.issued {
             self.device.backend().flush(self.device.context());
         }
-        // SAFETY: called once (caller), so `keep` is taken once, and the
-        // parts rebuild the buffer they came from.
-        unsafe { Buf::from_raw_parts(self.ptr, ManuallyDrop::take(&mut self.keep)) }
+        // SAFETY: completed just above.
+        unsafe { self.into_buffer() }
+    }
+
+    /// Rebuilds the buffer.
+    ///
+    /// # Safety
+    ///
+    /// The unmap's work has been completed by a flush on this thread (or
+    /// nothing was issued).
+    pub(crate) unsafe fn into_buffer(self) -> Buf {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped, so the parts are taken once, and
+        // they rebuild the buffer they came from.
+        unsafe { Buf::from_raw_parts(this.ptr, ManuallyDrop::take(&mut this.keep)) }
+    }
+
+    /// The buffer's length in bytes.
+    pub(crate) fn byte_len(&self) -> usize {
+        <Buf::Target as DmaTarget>::byte_len(self.ptr)
+    }
+}
+
+// SAFETY: as for `Mapped`: it owns the buffer's parts and borrows the device.
+unsafe impl<Buf, B> Send for PendingUnmap<'_, Buf, B>
+where
+    Buf: DmaBuffer + Send,
+    Buf::Keep: Send,
+    B: Backend + Sync,
+{
+}
+
+impl<Buf: DmaBuffer, B: Backend> Drop for PendingUnmap<'_, Buf, B> {
+    fn drop(&mut self) {
+        // Only reached when a batch is dropped unflushed (it completes its
+        // maintenance first) or a panic unwinds: the unmap may not have
+        // completed, so the buffer is quarantined, never freed.
+        self.device.stats().record_leak(self.byte_len());
+    }
+}
+
+impl<Buf: DmaBuffer, B: Backend> fmt::Debug for PendingUnmap<'_, Buf, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PendingUnmap {{ bytes: {} }}", self.byte_len())
     }
 }
 
@@ -545,7 +691,7 @@ where
         } else {
             // SAFETY: this is the last use of `self`; in a CPU state the
             // device is finished with the buffer.
-            drop(unsafe { self.tear_down() });
+            drop(unsafe { self.issue_tear_down() }.finish());
         }
     }
 }

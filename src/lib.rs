@@ -53,12 +53,15 @@ extern crate std;
 pub mod addr;
 pub mod arch;
 pub mod backend;
+pub mod batch;
 pub mod buffer;
 pub mod device;
 pub mod direction;
 pub mod error;
 pub mod handle;
 pub mod platform;
+#[cfg(feature = "alloc")]
+pub mod sg;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod sync;

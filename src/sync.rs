@@ -17,3 +17,28 @@ pub(crate) use loom::sync::atomic::{AtomicUsize, Ordering};
 pub(crate) use loom::sync::{Mutex, MutexGuard};
 #[cfg(all(feature = "std", not(dmacap_loom)))]
 pub(crate) use std::sync::{Mutex, MutexGuard};
+
+/// Identifies a thread: the key of per-thread state such as the simulated
+/// cache's queue of issued, not yet completed, maintenance.
+#[cfg(all(feature = "std", not(dmacap_loom)))]
+pub(crate) type ThreadId = std::thread::ThreadId;
+/// Identifies a thread (a loom thread: loom runs every modelled thread on
+/// one OS thread, so `std`'s id would not tell them apart).
+#[cfg(dmacap_loom)]
+pub(crate) type ThreadId = loom::thread::ThreadId;
+
+/// The calling thread's id.
+#[cfg(all(feature = "std", not(dmacap_loom)))]
+#[cfg_attr(not(feature = "sim"), allow(dead_code))]
+#[inline]
+pub(crate) fn current_thread_id() -> ThreadId {
+    std::thread::current().id()
+}
+
+/// The calling (loom) thread's id.
+#[cfg(dmacap_loom)]
+#[cfg_attr(not(feature = "sim"), allow(dead_code))]
+#[inline]
+pub(crate) fn current_thread_id() -> ThreadId {
+    loom::thread::current().id()
+}

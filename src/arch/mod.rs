@@ -151,6 +151,8 @@ pub unsafe trait CacheMaintenance: Send + Sync {
     /// - `r.phys` is the physical address of `r.cpu`, and the range is
     ///   physically contiguous (implementations that maintain by physical
     ///   address rely on it).
+    /// - No other thread writes `r` during the call, and no `&mut` to any
+    ///   byte of it is live (a simulated cache reads the range).
     unsafe fn clean(&self, r: CacheRange) -> usize;
 
     /// Issues an invalidate of `r`, without waiting for it: lines `r` covers

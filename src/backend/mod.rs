@@ -28,6 +28,7 @@
 //! `# Safety` section is the whole contract.
 
 pub mod direct;
+pub mod noncoherent;
 
 use core::ptr::NonNull;
 

@@ -4,8 +4,10 @@
 use std::vec;
 
 use crate::addr::{DmaAddr, PhysAddr};
+use crate::arch::CacheMaintenance;
 use crate::backend::Backend;
 use crate::backend::direct::{DirectCoherent, DmaWindows};
+use crate::backend::noncoherent::DirectNonCoherent;
 use crate::device::Device;
 use crate::platform::PhysLookup;
 use crate::sim::memory::{PhysAccessError, SimMemory};
@@ -87,6 +89,12 @@ impl BusTranslate for DmaWindows {
 }
 
 impl<P: PhysLookup> BusTranslate for DirectCoherent<P> {
+    fn translate(&self, dma: DmaAddr, access: Access) -> Result<(PhysAddr, u64), SimFault> {
+        self.windows().translate(dma, access)
+    }
+}
+
+impl<P: PhysLookup, C: CacheMaintenance> BusTranslate for DirectNonCoherent<P, C> {
     fn translate(&self, dma: DmaAddr, access: Access) -> Result<(PhysAddr, u64), SimFault> {
         self.windows().translate(dma, access)
     }

@@ -1,5 +1,11 @@
 //! Simulated RAM: one block of host memory standing for a range of physical
 //! addresses, an allocator over it, and raw physical access for devices.
+//!
+//! The RAM is coherent ([`SimMemory::with_base`]: the device reads and
+//! writes the very bytes the CPU sees) or non-coherent
+//! ([`SimMemory::noncoherent`]: the block is the CPU's cached view, and
+//! the device reaches a separate copy of memory behind a simulated
+//! write-back cache; see [`SimCache`](super::SimCache)).
 
 use core::alloc::Layout;
 use core::fmt;
@@ -15,6 +21,8 @@ use zerocopy::FromZeros;
 use crate::addr::PhysAddr;
 use crate::buffer::{DmaBuffer, DmaTarget};
 use crate::platform::{PhysLookup, Side};
+use crate::sim::SimCache;
+use crate::sim::cache::{CacheModel, LINE};
 use crate::sync::{Mutex, MutexGuard};
 
 /// Why a simulated allocation failed.
@@ -79,7 +87,11 @@ const RAM_ALIGN: usize = 4096;
 /// `granted` maps the offset of each range a handle has handed to its device
 /// (and not taken back) to its length and the handle's pointer, and no CPU
 /// reference to those bytes exists (the promise of
-/// [`PhysLookup::ownership_changed`]).
+/// [`PhysLookup::ownership_changed`]). `cache` is `Some` for non-coherent
+/// RAM: then the block is the CPU's (cached) view, and the model holds
+/// memory as the device sees it, `size` bytes indexed by offset. The
+/// simulator touches block bytes (beyond allocation) only with the model's
+/// shadow lock held; lock order: `granted`, then the shadow.
 struct Ram {
     base: NonNull<u8>,
     size: usize,
@@ -87,10 +99,15 @@ struct Ram {
     phys_base: PhysAddr,
     free: Mutex<Vec<(usize, usize)>>,
     granted: Mutex<BTreeMap<usize, Grant>>,
+    cache: Option<CacheModel>,
 }
 
 // SAFETY: the RAM block is plain bytes; who may touch which part is decided
 // by the allocator (under its mutex) and by the handles' ownership rules.
+// The raw pointers in the grant table and in the cache model's pending
+// invalidates are used only under their mutexes, within the promises their
+// creators made (`ownership_changed`, `CacheMaintenance::invalidate`), from
+// whichever thread.
 unsafe impl Send for Ram {}
 // SAFETY: as above.
 unsafe impl Sync for Ram {}
@@ -137,19 +154,54 @@ impl fmt::Debug for SimMemory {
         f.debug_struct("SimMemory")
             .field("phys_base", &self.ram.phys_base)
             .field("size", &self.ram.size)
+            .field("coherent", &self.is_coherent())
             .field("allocated", &self.allocated_bytes())
             .finish()
     }
 }
 
 impl SimMemory {
-    /// `size` bytes of RAM at physical address `phys_base`.
+    /// `size` bytes of coherent RAM at physical address `phys_base`: the
+    /// device reads and writes exactly what the CPU sees.
     ///
     /// # Panics
     ///
     /// If `size` is zero, the range overflows, or the host cannot allocate
     /// it.
     pub fn with_base(phys_base: PhysAddr, size: usize) -> Self {
+        Self::build(phys_base, size, None)
+    }
+
+    /// `size` bytes of RAM at physical address `phys_base`, behind a
+    /// simulated write-back CPU cache with 64-byte lines that devices do
+    /// not snoop. CPU references into its buffers see the cache; devices
+    /// see memory; only [`SimCache`] maintenance (and
+    /// [`evict_dirty`](Self::evict_dirty)) moves bytes between the two.
+    ///
+    /// ```
+    /// use dmacap::PhysAddr;
+    /// use dmacap::sim::SimMemory;
+    ///
+    /// let ram = SimMemory::noncoherent(PhysAddr::new(0x4000_0000), 1 << 12);
+    /// assert!(!ram.is_coherent());
+    /// assert!(ram.cache().is_some());
+    /// assert!(SimMemory::with_base(PhysAddr::new(0), 64).cache().is_none());
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// As for [`with_base`](Self::with_base), and if `phys_base` is not a
+    /// multiple of the 64-byte line (CPU and physical addresses must agree
+    /// on where lines start).
+    pub fn noncoherent(phys_base: PhysAddr, size: usize) -> Self {
+        assert!(
+            phys_base.is_aligned(LINE as u64),
+            "non-coherent simulated RAM must start on a 64-byte cache line"
+        );
+        Self::build(phys_base, size, Some(CacheModel::new(size)))
+    }
+
+    fn build(phys_base: PhysAddr, size: usize, cache: Option<CacheModel>) -> Self {
         assert!(size > 0, "simulated RAM needs at least one byte");
         assert!(
             phys_base.last_of(size as u64).is_some(),
@@ -167,8 +219,60 @@ impl SimMemory {
                 phys_base,
                 free: Mutex::new(std::vec![(0, size)]),
                 granted: Mutex::new(BTreeMap::new()),
+                cache,
             }),
         }
+    }
+
+    /// Whether devices see what the CPU sees (RAM made by
+    /// [`with_base`](Self::with_base)), rather than memory behind a
+    /// simulated cache ([`noncoherent`](Self::noncoherent)).
+    pub fn is_coherent(&self) -> bool {
+        self.ram.cache.is_none()
+    }
+
+    /// The cache maintenance of non-coherent RAM, for a
+    /// [`DirectNonCoherent`](crate::backend::noncoherent::DirectNonCoherent)
+    /// backend; `None` for coherent RAM.
+    pub fn cache(&self) -> Option<SimCache> {
+        self.ram.cache.as_ref()?;
+        Some(SimCache::new(self.clone()))
+    }
+
+    /// The cache model, for non-coherent RAM.
+    pub(super) fn model(&self) -> Option<&CacheModel> {
+        self.ram.cache.as_ref()
+    }
+
+    /// Evicts every dirty cache line of memory that is handed to a device
+    /// now: writes the CPU's view of it back to memory, as a real cache may
+    /// do at any moment. Returns the number of lines written back (always
+    /// `0` for coherent RAM).
+    ///
+    /// Correct maintenance leaves no dirty line in device-owned memory (the
+    /// clean at map and `sync_for_device` wrote them back), so this changes
+    /// nothing; after a missing clean it overwrites what the device wrote
+    /// with the CPU's stale data, which is what hardware does at random.
+    /// Memory the CPU owns is left alone: its lines may be under live
+    /// references.
+    pub fn evict_dirty(&self) -> usize {
+        let Some(model) = self.model() else {
+            return 0;
+        };
+        let granted = self.ram.granted.lock().unwrap_or_else(|e| e.into_inner());
+        let mut shadow = model.shadow();
+        granted
+            .iter()
+            .map(|(&off, g)| {
+                // SAFETY: the grant's pointer is valid for its `len` bytes,
+                // which lie at `off` in the block, and no CPU reference to
+                // them exists while they are granted (the promise of
+                // `ownership_changed`); the grant table is locked, so none
+                // is taken back meanwhile, and the shadow lock serialises
+                // this with every other access the simulator makes.
+                unsafe { shadow.evict(g.ptr, off, g.len) }
+            })
+            .sum()
     }
 
     /// The first physical address.
@@ -264,9 +368,13 @@ impl SimMemory {
         // SAFETY: `offset + bytes <= size`, inside the RAM block.
         let ptr = unsafe { self.ram.base.add(offset) };
         // Freed memory may hold old bytes: hand out zeroes, as a fresh
-        // allocation would.
+        // allocation would (in memory and in the cache alike).
+        let shadow = self.model().map(CacheModel::shadow);
         // SAFETY: the range was just reserved, so nothing else uses it.
         unsafe { ptr.write_bytes(0, bytes) };
+        if let Some(mut shadow) = shadow {
+            shadow.zero(offset, bytes);
+        }
         Ok(ptr)
     }
 
@@ -334,15 +442,16 @@ impl SimMemory {
         granted.values().map(|g| g.len).sum()
     }
 
-    /// Runs `each(ptr, len)` over the pieces of `[phys, phys + len)`, each
-    /// reached through the pointer of the handle that granted it, once all
-    /// pieces are known to be device-owned. The grant table stays locked
-    /// throughout, so no handle can take a piece back in the middle.
+    /// Runs `each(ptr, offset, len)` over the pieces of `[phys, phys + len)`,
+    /// each reached through the pointer of the handle that granted it (and
+    /// at `offset` in the block), once all pieces are known to be
+    /// device-owned. The grant table stays locked throughout, so no handle
+    /// can take a piece back in the middle.
     fn with_granted(
         &self,
         phys: PhysAddr,
         len: usize,
-        mut each: impl FnMut(NonNull<u8>, usize),
+        mut each: impl FnMut(NonNull<u8>, usize, usize),
     ) -> Result<(), PhysAccessError> {
         let start = self
             .offset_of(phys, len)
@@ -361,11 +470,11 @@ impl SimMemory {
             let n = (g_off + g.len - off).min(start + len - off);
             // SAFETY: `off - g_off < g.len`: inside the granted range, for
             // which the handle's pointer is valid.
-            pieces.push((unsafe { g.ptr.add(off - g_off) }, n));
+            pieces.push((unsafe { g.ptr.add(off - g_off) }, off, n));
             off += n;
         }
-        for (ptr, n) in pieces {
-            each(ptr, n);
+        for (ptr, off, n) in pieces {
+            each(ptr, off, n);
         }
         Ok(())
     }
@@ -373,14 +482,21 @@ impl SimMemory {
     /// Whether a device may access `[phys, phys + len)` now: `Ok` if every
     /// byte is RAM handed to a device.
     pub fn check_device_owned(&self, phys: PhysAddr, len: usize) -> Result<(), PhysAccessError> {
-        self.with_granted(phys, len, |_, _| {})
+        self.with_granted(phys, len, |_, _, _| {})
     }
 
     /// Reads RAM at physical address `phys` as a device does: only memory a
-    /// mapping has handed to a device, and not through any CPU cache.
+    /// mapping has handed to a device, and not through any CPU cache (for
+    /// non-coherent RAM, memory behind the simulated cache).
     pub fn read_phys(&self, phys: PhysAddr, out: &mut [u8]) -> Result<(), PhysAccessError> {
         let mut at = 0;
-        self.with_granted(phys, out.len(), |src, n| {
+        if let Some(model) = self.model() {
+            return self.with_granted(phys, out.len(), |_, off, n| {
+                model.shadow().read_ram(off, &mut out[at..at + n]);
+                at += n;
+            });
+        }
+        self.with_granted(phys, out.len(), |src, _, n| {
             // SAFETY: `src` is valid for `n` bytes (granted), and no CPU
             // reference to them exists while they are granted; `out` is a
             // distinct, caller-owned slice.
@@ -390,10 +506,17 @@ impl SimMemory {
     }
 
     /// Writes RAM at physical address `phys` as a device does: only memory
-    /// a mapping has handed to a device.
+    /// a mapping has handed to a device (for non-coherent RAM, memory behind
+    /// the simulated cache: the CPU sees it only after an invalidate).
     pub fn write_phys(&self, phys: PhysAddr, data: &[u8]) -> Result<(), PhysAccessError> {
         let mut at = 0;
-        self.with_granted(phys, data.len(), |dst, n| {
+        if let Some(model) = self.model() {
+            return self.with_granted(phys, data.len(), |_, off, n| {
+                model.shadow().write_ram(off, &data[at..at + n]);
+                at += n;
+            });
+        }
+        self.with_granted(phys, data.len(), |dst, _, n| {
             // SAFETY: as in `read_phys`; `data` is caller-owned and not
             // device-owned memory (which no reference can point to).
             unsafe { core::ptr::copy_nonoverlapping(data[at..].as_ptr(), dst.as_ptr(), n) };
@@ -433,7 +556,7 @@ unsafe impl PhysLookup for SimMemory {
 impl SimMemory {
     /// The offset of `len` bytes at `cpu` in the RAM block, if they are all
     /// inside it.
-    fn cpu_offset(&self, cpu: NonNull<u8>, len: usize) -> Option<usize> {
+    pub(super) fn cpu_offset(&self, cpu: NonNull<u8>, len: usize) -> Option<usize> {
         let base = self.ram.base.as_ptr() as usize;
         let off = (cpu.as_ptr() as usize).checked_sub(base)?;
         (off.checked_add(len)? <= self.ram.size).then_some(off)

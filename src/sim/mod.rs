@@ -13,19 +13,26 @@
 //! reference: the simulator stays sound whatever a test makes the device do.
 //!
 //! - [`SimMemory`]: the RAM and its allocator; [`SimBuffer`]: a buffer in it.
+//!   The RAM is coherent, or sits behind a simulated write-back CPU cache
+//!   that devices do not snoop ([`SimMemory::noncoherent`]), maintained by
+//!   [`SimCache`]: there, a missing clean, invalidate or barrier makes the
+//!   device or the CPU read wrong bytes.
 //! - [`SimDevice`]: a device's DMA engine, reading and writing at DMA
 //!   addresses through [`BusTranslate`].
 //! - [`SimPlatform`]: both, plus ready-made devices.
 
+mod cache;
 mod device;
 mod memory;
 
+pub use cache::SimCache;
 pub use device::{Access, BusTranslate, SimDevice, SimFault};
 pub use memory::{PhysAccessError, SimAllocError, SimBuffer, SimMemory};
 
 use crate::addr::PhysAddr;
 use crate::backend::Backend;
 use crate::backend::direct::{DirectCoherent, DmaWindows};
+use crate::backend::noncoherent::DirectNonCoherent;
 use crate::device::{Device, DeviceConfig};
 
 /// A simulated machine: RAM at a physical base address, and the means to
@@ -52,9 +59,35 @@ impl SimPlatform {
     /// integers.
     pub const DEFAULT_BASE: u64 = 0x8000_0000;
 
-    /// `size` bytes of RAM at [`DEFAULT_BASE`](Self::DEFAULT_BASE).
+    /// `size` bytes of coherent RAM at [`DEFAULT_BASE`](Self::DEFAULT_BASE).
     pub fn new(size: usize) -> Self {
         Self::with_base(PhysAddr::new(Self::DEFAULT_BASE), size)
+    }
+
+    /// `size` bytes of RAM at [`DEFAULT_BASE`](Self::DEFAULT_BASE) behind a
+    /// simulated write-back CPU cache that devices do not snoop
+    /// ([`SimMemory::noncoherent`]). Attach devices with
+    /// [`noncoherent_device`](Self::noncoherent_device).
+    ///
+    /// ```
+    /// use dmacap::sim::SimPlatform;
+    ///
+    /// let sim = SimPlatform::noncoherent(1 << 16);
+    /// let dev = sim.noncoherent_device();
+    /// assert!(!dev.is_coherent());
+    /// let engine = sim.device(&dev);
+    ///
+    /// let rx = sim.memory().alloc_slice_aligned::<u8>(64, 64).unwrap();
+    /// let rx = dev.map_from_device(rx).unwrap();
+    /// engine.fill(rx.dma_addr(), 7, 64).unwrap();
+    /// // SAFETY: the simulated write has completed.
+    /// let rx = unsafe { rx.sync_for_cpu() }; // invalidates: the CPU sees it
+    /// assert_eq!(rx.contents(), &[7; 64]);
+    /// ```
+    pub fn noncoherent(size: usize) -> Self {
+        Self {
+            memory: SimMemory::noncoherent(PhysAddr::new(Self::DEFAULT_BASE), size),
+        }
     }
 
     /// `size` bytes of RAM at `phys_base`.
@@ -71,6 +104,10 @@ impl SimPlatform {
 
     /// A coherent, directly mapped device with Linux's default limits
     /// (32-bit mask) and DMA addresses equal to physical addresses.
+    ///
+    /// On non-coherent RAM ([`noncoherent`](Self::noncoherent)) this is a
+    /// device wrongly declared coherent: no maintenance is done, and the
+    /// device and the CPU do not see each other's bytes.
     pub fn coherent_device(&self) -> Device<DirectCoherent<SimMemory>> {
         self.coherent_device_with(DeviceConfig::new(), DmaWindows::identity())
     }
@@ -84,6 +121,40 @@ impl SimPlatform {
     ) -> Device<DirectCoherent<SimMemory>> {
         Device::new(
             DirectCoherent::with_windows(self.memory.clone(), windows),
+            config,
+        )
+    }
+
+    /// A non-coherent, directly mapped device with Linux's default limits
+    /// (32-bit mask) and DMA addresses equal to physical addresses: every
+    /// hand-over is paired with [`SimCache`] maintenance.
+    ///
+    /// # Panics
+    ///
+    /// If the RAM is coherent (made by [`new`](Self::new) or
+    /// [`with_base`](Self::with_base)), which has no cache to maintain.
+    pub fn noncoherent_device(&self) -> Device<DirectNonCoherent<SimMemory, SimCache>> {
+        self.noncoherent_device_with(DeviceConfig::new(), DmaWindows::identity())
+    }
+
+    /// A non-coherent, directly mapped device with the given limits and bus
+    /// windows.
+    ///
+    /// # Panics
+    ///
+    /// If the RAM is coherent, as for
+    /// [`noncoherent_device`](Self::noncoherent_device).
+    pub fn noncoherent_device_with(
+        &self,
+        config: DeviceConfig,
+        windows: DmaWindows,
+    ) -> Device<DirectNonCoherent<SimMemory, SimCache>> {
+        let cache = self.memory.cache().expect(
+            "a non-coherent device needs non-coherent RAM: make the platform with \
+             SimPlatform::noncoherent",
+        );
+        Device::new(
+            DirectNonCoherent::with_windows(self.memory.clone(), windows, cache),
             config,
         )
     }

@@ -1,0 +1,323 @@
+//! The fixed batch: up to eight handles of any types, no allocation.
+
+use core::marker::PhantomData;
+
+use super::seen::Seen;
+use super::{NotSend, Settle};
+use crate::backend::Backend;
+use crate::buffer::{CacheSafe, DmaBuffer, Transfer};
+use crate::device::Device;
+use crate::direction::{CpuState, DevOwned, Direction};
+use crate::error::MapError;
+use crate::handle::Mapped;
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A tuple of up to eight [`Settle`] items: what a [`FixedBatch`] holds.
+/// Sealed; implemented for `()` and tuples of one to eight items.
+pub trait SettleAll: sealed::Sealed {
+    /// The tuple of what each item becomes after the flush.
+    type Output;
+
+    /// Flushes every device the items need, once each.
+    #[doc(hidden)]
+    fn complete(&self, seen: &mut Seen<8>);
+
+    /// After the flush: the outputs.
+    #[doc(hidden)]
+    fn settle_all(self) -> Self::Output;
+
+    /// Dropped unflushed (after completion): quarantine every item.
+    #[doc(hidden)]
+    fn quarantine_all(self);
+}
+
+/// Appending one more item to a tuple: `(A, B)` + `C` = `(A, B, C)`. Sealed;
+/// a fixed batch holds at most eight items.
+pub trait Push<T: Settle>: SettleAll {
+    /// The longer tuple.
+    type Out: SettleAll;
+
+    /// Appends `item`.
+    #[doc(hidden)]
+    fn push(self, item: T) -> Self::Out;
+}
+
+impl sealed::Sealed for () {}
+impl SettleAll for () {
+    type Output = ();
+    fn complete(&self, _: &mut Seen<8>) {}
+    fn settle_all(self) {}
+    fn quarantine_all(self) {}
+}
+impl<T: Settle> Push<T> for () {
+    type Out = (T,);
+    fn push(self, item: T) -> (T,) {
+        (item,)
+    }
+}
+
+macro_rules! tuples {
+    ($( ($($name:ident),+) )+) => {$(
+        impl<$($name: Settle),+> sealed::Sealed for ($($name,)+) {}
+
+        impl<$($name: Settle),+> SettleAll for ($($name,)+) {
+            type Output = ($($name::Output,)+);
+
+            #[allow(non_snake_case)]
+            fn complete(&self, seen: &mut Seen<8>) {
+                let ($($name,)+) = self;
+                $(seen.flush($name);)+
+            }
+
+            #[allow(non_snake_case)]
+            fn settle_all(self) -> Self::Output {
+                let ($($name,)+) = self;
+                ($($name.settle(),)+)
+            }
+
+            #[allow(non_snake_case)]
+            fn quarantine_all(self) {
+                let ($($name,)+) = self;
+                $($name.quarantine();)+
+            }
+        }
+    )+};
+}
+
+tuples! {
+    (A)
+    (A, B)
+    (A, B, C)
+    (A, B, C, D)
+    (A, B, C, D, E)
+    (A, B, C, D, E, F)
+    (A, B, C, D, E, F, G)
+    (A, B, C, D, E, F, G, H)
+}
+
+macro_rules! pushes {
+    ($( ($($name:ident),+) )+) => {$(
+        impl<$($name: Settle,)+ T: Settle> Push<T> for ($($name,)+) {
+            type Out = ($($name,)+ T);
+
+            #[allow(non_snake_case)]
+            fn push(self, item: T) -> Self::Out {
+                let ($($name,)+) = self;
+                ($($name,)+ item)
+            }
+        }
+    )+};
+}
+
+pushes! {
+    (A)
+    (A, B)
+    (A, B, C)
+    (A, B, C, D)
+    (A, B, C, D, E)
+    (A, B, C, D, E, F)
+    (A, B, C, D, E, F, G)
+}
+
+/// A batch of up to eight hand-overs of any kinds, held in a tuple whose
+/// length is part of the type: no allocation, one completion.
+///
+/// Each method consumes the batch and returns a longer one; `flush` returns
+/// the tuple of results in the order the handles were added.
+///
+/// # Example
+///
+/// A command buffer the device reads and a response buffer it writes,
+/// handed over with one barrier:
+///
+/// ```
+/// use dmacap::sim::SimPlatform;
+///
+/// let sim = SimPlatform::noncoherent(1 << 20);
+/// let dev = sim.noncoherent_device();
+/// let mut cmd = sim.memory().alloc_slice_aligned::<u8>(64, 64).unwrap();
+/// cmd[0] = 0x12;
+/// let resp = sim.memory().alloc_slice_aligned::<u8>(64, 64).unwrap();
+///
+/// let (cmd, resp) = dev
+///     .fixed_batch()
+///     .map_to_device(cmd).map_err(|(_, e)| e).unwrap()
+///     .map_from_device(resp).map_err(|(_, e)| e).unwrap()
+///     .flush();
+/// assert_eq!(dev.stats().barriers(), 1);
+///
+/// let engine = sim.device(&dev);
+/// let mut op = [0u8; 1];
+/// engine.read(cmd.dma_addr(), &mut op).unwrap();
+/// engine.write(resp.dma_addr(), &[op[0] + 1]).unwrap();
+///
+/// // SAFETY: the simulated device finished both transfers.
+/// let (cmd, resp) = unsafe { dev.fixed_batch().unmap_device_owned(cmd).sync_for_cpu(resp) }.flush();
+/// assert_eq!(resp.contents()[0], 0x13);
+/// assert_eq!(cmd[0], 0x12);
+/// ```
+#[must_use = "a batch completes nothing until `flush()`; dropped, it quarantines its handles"]
+pub struct FixedBatch<'d, B: Backend, L: SettleAll> {
+    device: &'d Device<B>,
+    items: Option<L>,
+    _not_send: NotSend,
+}
+
+impl<B: Backend> Device<B> {
+    /// An empty fixed batch on this device.
+    pub fn fixed_batch(&self) -> FixedBatch<'_, B, ()> {
+        FixedBatch {
+            device: self,
+            items: Some(()),
+            _not_send: PhantomData,
+        }
+    }
+}
+
+impl<'d, B: Backend, L: SettleAll> FixedBatch<'d, B, L> {
+    fn take(&mut self) -> L {
+        self.items
+            .take()
+            .expect("a fixed batch's items are taken once")
+    }
+
+    fn push<T: Settle>(mut self, item: T) -> FixedBatch<'d, B, L::Out>
+    where
+        L: Push<T>,
+    {
+        let items = self.take();
+        FixedBatch {
+            device: self.device,
+            items: Some(items.push(item)),
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Maps `buf` for direction `D` into the batch. On error the batch and
+    /// the buffer both come back, unchanged.
+    #[allow(clippy::type_complexity)]
+    pub fn map<D: Direction, Buf: DmaBuffer>(
+        self,
+        buf: Buf,
+    ) -> Result<FixedBatch<'d, B, L::Out>, (Self, MapError<Buf>)>
+    where
+        Buf::Target: Transfer<D> + CacheSafe<B::Granule>,
+        L: Push<Mapped<'d, D, DevOwned, Buf, B>>,
+    {
+        match Mapped::map_issue(self.device, buf) {
+            Ok(h) => Ok(self.push(h)),
+            Err(e) => Err((self, e)),
+        }
+    }
+
+    /// [`map`](Self::map) for `ToDevice`.
+    #[allow(clippy::type_complexity)]
+    pub fn map_to_device<Buf: DmaBuffer>(
+        self,
+        buf: Buf,
+    ) -> Result<FixedBatch<'d, B, L::Out>, (Self, MapError<Buf>)>
+    where
+        Buf::Target: Transfer<crate::ToDevice> + CacheSafe<B::Granule>,
+        L: Push<Mapped<'d, crate::ToDevice, DevOwned, Buf, B>>,
+    {
+        self.map(buf)
+    }
+
+    /// [`map`](Self::map) for `FromDevice`.
+    #[allow(clippy::type_complexity)]
+    pub fn map_from_device<Buf: DmaBuffer>(
+        self,
+        buf: Buf,
+    ) -> Result<FixedBatch<'d, B, L::Out>, (Self, MapError<Buf>)>
+    where
+        Buf::Target: Transfer<crate::FromDevice> + CacheSafe<B::Granule>,
+        L: Push<Mapped<'d, crate::FromDevice, DevOwned, Buf, B>>,
+    {
+        self.map(buf)
+    }
+
+    /// Issues the hand-over of a CPU-owned handle to the device.
+    pub fn sync_for_device<D: Direction, S: CpuState, Buf: DmaBuffer>(
+        self,
+        handle: Mapped<'d, D, S, Buf, B>,
+    ) -> FixedBatch<'d, B, L::Out>
+    where
+        L: Push<Mapped<'d, D, DevOwned, Buf, B>>,
+    {
+        self.push(handle.issue_to_device())
+    }
+
+    /// Issues taking a handle back from the device.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Mapped::sync_for_cpu`]: the device has finished every
+    /// access to the buffer, and the driver observed it.
+    pub unsafe fn sync_for_cpu<D: Direction, Buf: DmaBuffer>(
+        self,
+        handle: Mapped<'d, D, DevOwned, Buf, B>,
+    ) -> FixedBatch<'d, B, L::Out>
+    where
+        L: Push<Mapped<'d, D, crate::CpuOwned, Buf, B>>,
+    {
+        // SAFETY: forwarded from the caller; the result is unreachable until
+        // the flush completes.
+        self.push(unsafe { handle.issue_to_cpu() })
+    }
+
+    /// Issues the unmap of a CPU-owned handle.
+    pub fn unmap<D: Direction, S: CpuState, Buf: DmaBuffer>(
+        self,
+        handle: Mapped<'d, D, S, Buf, B>,
+    ) -> FixedBatch<'d, B, L::Out>
+    where
+        L: Push<crate::handle::PendingUnmap<'d, Buf, B>>,
+    {
+        // SAFETY: in a CPU state the device has finished with the buffer.
+        self.push(unsafe { handle.issue_unmap() })
+    }
+
+    /// Issues the unmap of a device-owned handle.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Mapped::unmap`] of a device-owned handle: the device has
+    /// finished with the buffer, and the driver observed it.
+    pub unsafe fn unmap_device_owned<D: Direction, Buf: DmaBuffer>(
+        self,
+        handle: Mapped<'d, D, DevOwned, Buf, B>,
+    ) -> FixedBatch<'d, B, L::Out>
+    where
+        L: Push<crate::handle::PendingUnmap<'d, Buf, B>>,
+    {
+        // SAFETY: forwarded from the caller.
+        self.push(unsafe { handle.issue_unmap() })
+    }
+
+    /// Completes the work of every handle with one barrier (one per device
+    /// involved) and returns them in their new state, as a tuple in the
+    /// order they were added.
+    pub fn flush(mut self) -> L::Output {
+        let items = self.take();
+        items.complete(&mut Seen::new());
+        items.settle_all()
+    }
+}
+
+impl<B: Backend, L: SettleAll> Drop for FixedBatch<'_, B, L> {
+    fn drop(&mut self) {
+        if let Some(items) = self.items.take() {
+            items.complete(&mut Seen::new());
+            items.quarantine_all();
+        }
+    }
+}
+
+impl<B: Backend, L: SettleAll> core::fmt::Debug for FixedBatch<'_, B, L> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "FixedBatch<{}>", core::any::type_name::<L>())
+    }
+}
