@@ -565,6 +565,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "exhaustive: minutes under Miri")]
     fn split_matches_byte_model_exhaustively() {
         for line in [16usize, 32, 64, 128] {
             for addr in 0x1000..0x1000 + 2 * line {

@@ -1,30 +1,61 @@
-//! The non-coherent backend with the real x86_64 cache-maintenance
-//! instructions (`clwb`/`clflushopt`/`clflush`, completed by `mfence`),
-//! executed on this machine over real heap buffers, and the barrier
-//! arithmetic of batches and scatter-gather lists.
+//! The non-coherent backend with the real cache-maintenance instructions of
+//! the machine running the tests: on x86_64 `clwb`/`clflushopt`/`clflush`
+//! completed by `mfence`; on aarch64 (under `qemu-aarch64` in CI) the EL0
+//! flavour, `dc cvac`/`dc civac` completed by `dsb sy`. Executed over real
+//! heap buffers, with the barrier arithmetic of batches and scatter-gather.
 //!
 //! No device touches the memory here (the platform is the identity map of a
 //! user-space process); the bytes are checked on the CPU side, and the
 //! counters show what was issued and how often it was completed.
-#![cfg(all(target_arch = "x86_64", not(miri)))]
+#![cfg(all(any(target_arch = "x86_64", target_arch = "aarch64"), not(miri)))]
 
-use dmacap::arch::x86_64::{X86CacheOps, X86Flush};
 use dmacap::backend::noncoherent::DirectNonCoherent;
 use dmacap::buffer::LineAligned;
 use dmacap::platform::IdentityMap;
 use dmacap::{Bidirectional, Device, DeviceConfig, DmaMask, FromDevice, MapErrorKind, ToDevice};
-use typenum::U64;
 
-/// One 64-byte cache line of bytes, aligned to it.
-#[derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::Immutable, Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([u8; 64]);
-// SAFETY: aligned to 64 and 64 bytes long.
-unsafe impl LineAligned<U64> for Line {}
+#[cfg(target_arch = "x86_64")]
+mod arch {
+    pub use dmacap::arch::x86_64::{X86CacheOps as Ops, X86Flush};
+    pub type Granule = typenum::U64;
+    pub const GRANULE: usize = 64;
+    pub fn ops() -> Ops {
+        Ops::detect()
+    }
+    /// The granule, as a type: one cache-line granule of bytes.
+    #[derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::Immutable, Clone, Copy)]
+    #[repr(C, align(64))]
+    pub struct Line(pub [u8; GRANULE]);
+}
 
-type X86Dev = Device<DirectNonCoherent<IdentityMap, X86CacheOps>>;
+#[cfg(target_arch = "aarch64")]
+mod arch {
+    pub use dmacap::arch::aarch64::Aarch64CacheOps as Ops;
+    pub type Granule = typenum::U128;
+    pub const GRANULE: usize = 128;
+    pub fn ops() -> Ops {
+        Ops::new_el0()
+    }
+    /// The granule, as a type: one `ARCH_DMA_MINALIGN` of bytes.
+    #[derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::Immutable, Clone, Copy)]
+    #[repr(C, align(128))]
+    pub struct Line(pub [u8; GRANULE]);
+}
 
-fn device(ops: X86CacheOps) -> X86Dev {
+use arch::{GRANULE, Line, Ops, ops};
+
+// SAFETY: aligned to the granule and one granule long.
+unsafe impl LineAligned<arch::Granule> for Line {}
+
+type RealDev = Device<DirectNonCoherent<IdentityMap, Ops>>;
+
+/// Cache lines per granule on this CPU.
+fn lines_per(dev: &RealDev) -> usize {
+    use dmacap::arch::CacheMaintenance;
+    GRANULE / dev.backend().cache().line_size()
+}
+
+fn device(ops: Ops) -> RealDev {
     // SAFETY: no device ever receives these addresses; the test only runs
     // the CPU's cache maintenance over its own heap memory.
     let platform = unsafe { IdentityMap::new() };
@@ -35,13 +66,15 @@ fn device(ops: X86CacheOps) -> X86Dev {
 }
 
 fn lines(n: usize, fill: u8) -> Box<[Line]> {
-    vec![Line([fill; 64]); n].into_boxed_slice()
+    vec![Line([fill; GRANULE]); n].into_boxed_slice()
 }
 
+#[cfg(target_arch = "x86_64")]
 #[test]
 fn every_flavor_keeps_the_bytes_and_counts_lines() {
+    use arch::X86Flush;
     for flavor in [X86Flush::Clflush, X86Flush::Clflushopt, X86Flush::Clwb] {
-        let Some(ops) = X86CacheOps::with_flavor(flavor) else {
+        let Some(ops) = Ops::with_flavor(flavor) else {
             eprintln!("{flavor:?} not supported here; skipped");
             continue;
         };
@@ -54,13 +87,13 @@ fn every_flavor_keeps_the_bytes_and_counts_lines() {
         let mut h = unsafe { h.sync_for_cpu() };
         assert_eq!(dev.stats().lines_invalidated(), 4);
         assert_eq!(dev.stats().barriers(), 2);
-        assert!(h.contents().iter().all(|l| l.0 == [0x5a; 64]));
-        h.contents_mut()[3].0[63] = 0xa5;
+        assert!(h.contents().iter().all(|l| l.0 == [0x5a; GRANULE]));
+        h.contents_mut()[3].0[GRANULE - 1] = 0xa5;
         let h = h.sync_for_device();
         assert_eq!(dev.stats().lines_cleaned(), 8);
         // SAFETY: no device exists.
         let back = unsafe { h.unmap() };
-        assert_eq!(back[3].0[63], 0xa5, "{flavor:?}");
+        assert_eq!(back[3].0[GRANULE - 1], 0xa5, "{flavor:?}");
         assert_eq!(back[0].0[0], 0x5a);
         // ToDevice: nothing to invalidate on the way back.
         let h = dev.map::<ToDevice, _>(lines(2, 1)).unwrap();
@@ -72,7 +105,7 @@ fn every_flavor_keeps_the_bytes_and_counts_lines() {
 
 #[test]
 fn single_handle_is_a_batch_of_one() {
-    let dev = device(X86CacheOps::detect());
+    let dev = device(ops());
     let mut handles = Vec::new();
     for _ in 0..8 {
         handles.push(dev.map::<FromDevice, _>(lines(1, 0)).unwrap());
@@ -85,7 +118,7 @@ fn single_handle_is_a_batch_of_one() {
     }
     let batched = batch.flush();
     assert_eq!(dev.stats().barriers(), 9, "eight maps, one barrier");
-    assert_eq!(dev.stats().lines_cleaned(), 16);
+    assert_eq!(dev.stats().lines_cleaned(), 16 * lines_per(&dev));
 
     let mut back = dev.batch();
     for h in handles.into_iter().chain(batched) {
@@ -95,25 +128,31 @@ fn single_handle_is_a_batch_of_one() {
     let bufs = back.flush();
     assert_eq!(bufs.len(), 16);
     assert_eq!(dev.stats().barriers(), 10, "sixteen unmaps, one barrier");
-    assert_eq!(dev.stats().lines_invalidated(), 16);
+    assert_eq!(dev.stats().lines_invalidated(), 16 * lines_per(&dev));
 }
 
 #[test]
 fn sixty_four_entry_scatter_gather_costs_one_barrier() {
-    let one_by_one = device(X86CacheOps::detect());
+    let one_by_one = device(ops());
     let handles: Vec<_> = (0..64)
         .map(|_| one_by_one.map::<FromDevice, _>(lines(64, 0)).unwrap())
         .collect();
     assert_eq!(one_by_one.stats().barriers(), 64);
 
-    let batched = device(X86CacheOps::detect());
+    let batched = device(ops());
     let sg = batched
         .map_sg::<FromDevice, _, _>((0..64).map(|_| lines(64, 0)))
         .unwrap();
     assert_eq!(batched.stats().barriers(), 1);
-    assert_eq!(batched.stats().lines_cleaned(), 64 * 64);
-    assert_eq!(one_by_one.stats().lines_cleaned(), 64 * 64);
-    // 4 KiB buffers, 64 KiB max segments: one segment each.
+    assert_eq!(
+        batched.stats().lines_cleaned(),
+        64 * 64 * lines_per(&batched)
+    );
+    assert_eq!(
+        one_by_one.stats().lines_cleaned(),
+        64 * 64 * lines_per(&batched)
+    );
+    // 64-line buffers, 64 KiB max segments: one segment each.
     assert_eq!(sg.segments().count(), 64);
 
     // SAFETY: no device exists.
@@ -129,8 +168,8 @@ fn sixty_four_entry_scatter_gather_costs_one_barrier() {
 
 #[test]
 fn misaligned_byte_buffer_is_refused_with_the_buffer() {
-    let dev = device(X86CacheOps::detect());
-    // A 100-byte buffer cannot fill whole 64-byte lines.
+    let dev = device(ops());
+    // A 100-byte buffer cannot fill whole granules.
     let err = dev
         .map::<FromDevice, _>(vec![7u8; 100].into_boxed_slice())
         .unwrap_err();
@@ -138,7 +177,7 @@ fn misaligned_byte_buffer_is_refused_with_the_buffer() {
         err.kind(),
         MapErrorKind::SharesCacheLine {
             len: 100,
-            granule: 64,
+            granule: GRANULE,
             ..
         }
     ));
