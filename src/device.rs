@@ -25,6 +25,7 @@ pub struct DeviceConfig {
     mask: DmaMask,
     max_segment_size: usize,
     segment_boundary: u64,
+    min_align_mask: u64,
     trusted: bool,
 }
 
@@ -36,6 +37,7 @@ impl DeviceConfig {
             mask: DmaMask::bits(32),
             max_segment_size: 64 * 1024,
             segment_boundary: 0xffff_ffff,
+            min_align_mask: 0,
             trusted: true,
         }
     }
@@ -57,6 +59,18 @@ impl DeviceConfig {
     pub const fn segment_boundary(mut self, mask: u64) -> Self {
         self.segment_boundary = mask;
         self
+    }
+
+    /// Sets the low address bits a bounce buffer must keep from the
+    /// original (Linux's `dma_set_min_align_mask`; NVMe needs `0xfff`).
+    pub const fn min_align_mask(mut self, mask: u64) -> Self {
+        self.min_align_mask = mask;
+        self
+    }
+
+    /// The low address bits a bounce buffer keeps from the original.
+    pub const fn align_mask(&self) -> u64 {
+        self.min_align_mask
     }
 
     /// Whether the device is trusted. An untrusted device (behind an
@@ -103,6 +117,9 @@ pub struct DeviceStats {
     barriers: AtomicUsize,
     lines_cleaned: AtomicUsize,
     lines_invalidated: AtomicUsize,
+    iotlb_invalidations: AtomicUsize,
+    bounced: AtomicUsize,
+    bounced_bytes: AtomicUsize,
 }
 
 impl DeviceStats {
@@ -113,6 +130,9 @@ impl DeviceStats {
             barriers: AtomicUsize::new(0),
             lines_cleaned: AtomicUsize::new(0),
             lines_invalidated: AtomicUsize::new(0),
+            iotlb_invalidations: AtomicUsize::new(0),
+            bounced: AtomicUsize::new(0),
+            bounced_bytes: AtomicUsize::new(0),
         }
     }
 
@@ -140,6 +160,33 @@ impl DeviceStats {
     /// Cache lines invalidated for the CPU.
     pub fn lines_invalidated(&self) -> usize {
         self.lines_invalidated.load(Ordering::Relaxed)
+    }
+
+    /// IOTLB invalidations issued (each covering every range gathered
+    /// since the last).
+    pub fn iotlb_invalidations(&self) -> usize {
+        self.iotlb_invalidations.load(Ordering::Relaxed)
+    }
+
+    /// Mappings that were bounced.
+    pub fn bounced(&self) -> usize {
+        self.bounced.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of the mappings that were bounced.
+    pub fn bounced_bytes(&self) -> usize {
+        self.bounced_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Counts one IOTLB invalidation.
+    pub fn add_iotlb_invalidation(&self) {
+        self.iotlb_invalidations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one bounced mapping of `bytes`.
+    pub fn add_bounced(&self, bytes: usize) {
+        self.bounced.fetch_add(1, Ordering::Relaxed);
+        self.bounced_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Counts `n` completion barriers.

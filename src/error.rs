@@ -61,6 +61,52 @@ pub enum MapErrorKind {
         /// The backend's granule.
         granule: usize,
     },
+    /// An untrusted device would see the rest of the IOMMU pages holding
+    /// the buffer, and this backend does not bounce.
+    #[error(
+        "{len} bytes at {phys} do not fill whole {page}-byte IOMMU pages, and the device is untrusted"
+    )]
+    UntrustedSubPage {
+        /// Start of the buffer.
+        phys: PhysAddr,
+        /// Its length.
+        len: usize,
+        /// The IOMMU page size.
+        page: usize,
+    },
+    /// An MMIO range the device cannot reach directly: MMIO is never
+    /// bounced.
+    #[error(
+        "MMIO range of {len} bytes at {phys} is not reachable by the device and cannot be bounced"
+    )]
+    MmioNeedsBounce {
+        /// Start of the range.
+        phys: PhysAddr,
+        /// Its length.
+        len: usize,
+    },
+    /// The bounce pool has no run of free slots for the mapping.
+    #[error("bounce pool exhausted: no free run of {slots} slots")]
+    BouncePoolExhausted {
+        /// Slots needed.
+        slots: usize,
+    },
+    /// A mapping needs more contiguous bounce slots than one mapping may
+    /// have.
+    #[error("{len} bytes exceed the largest bounce mapping of {max} bytes")]
+    BounceTooLarge {
+        /// Bytes asked for.
+        len: usize,
+        /// The largest bounce mapping.
+        max: usize,
+    },
+    /// The IOMMU domain has no free I/O virtual address range of this size
+    /// under the device's mask.
+    #[error("IOVA space exhausted: no free range of {len} bytes")]
+    IovaExhausted {
+        /// Bytes asked for.
+        len: usize,
+    },
     /// A backend-specific reason, for backends written outside dmacap.
     #[error("the backend refused the mapping: {0}")]
     Backend(&'static str),

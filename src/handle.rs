@@ -149,17 +149,8 @@ where
             return Err(unsafe { refuse(ptr, keep, MapErrorKind::ZeroLength) });
         }
         let granule = <B::Granule as typenum::Unsigned>::USIZE;
-        if <Buf::Target as CacheSafe<B::Granule>>::CHECK_AT_MAP
-            && !((cpu.as_ptr() as usize).is_multiple_of(granule) && len.is_multiple_of(granule))
-        {
-            let kind = MapErrorKind::SharesCacheLine {
-                cpu: cpu.as_ptr() as usize,
-                len,
-                granule,
-            };
-            // SAFETY: as above.
-            return Err(unsafe { refuse(ptr, keep, kind) });
-        }
+        let granule_ok = !<Buf::Target as CacheSafe<B::Granule>>::CHECK_AT_MAP
+            || ((cpu.as_ptr() as usize).is_multiple_of(granule) && len.is_multiple_of(granule));
         let Some(phys) = device.backend().platform().phys_of(cpu, len) else {
             let kind = MapErrorKind::NoPhysAddr {
                 cpu: cpu.as_ptr() as usize,
@@ -179,6 +170,7 @@ where
             len,
             dir: D::VALUE,
             device: device.context(),
+            granule_ok,
         };
         match device.backend().map(&req) {
             Ok((dma, map_state)) => Ok(Self {

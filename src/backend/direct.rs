@@ -9,8 +9,9 @@
 //! handles carry neither a physical address nor any state.
 
 use crate::addr::{DmaAddr, PhysAddr};
-use crate::backend::{Backend, MapRequest, Mapping, NoPhys, SyncRange};
-use crate::device::DeviceContext;
+use crate::backend::compose::{Coherent, Composed, MapAttrs, NoBounce, Translation};
+use crate::device::{DeviceConfig, DeviceContext};
+use crate::direction::DmaDirection;
 use crate::error::MapErrorKind;
 use crate::platform::PhysLookup;
 
@@ -171,23 +172,106 @@ impl Default for DmaWindows {
     }
 }
 
+/// Direct translation: the device reaches memory through the bus windows,
+/// with no IOMMU. It grants nothing (the device can reach all of memory
+/// anyway), so unmap has nothing to undo.
+#[derive(Debug, Clone, Default)]
+pub struct Direct {
+    windows: DmaWindows,
+}
+
+impl Direct {
+    /// DMA addresses equal to physical addresses.
+    pub const fn identity() -> Self {
+        Self {
+            windows: DmaWindows::identity(),
+        }
+    }
+
+    /// DMA addresses through `windows`.
+    pub const fn new(windows: DmaWindows) -> Self {
+        Self { windows }
+    }
+
+    /// The bus windows.
+    pub fn windows(&self) -> &DmaWindows {
+        &self.windows
+    }
+
+    /// The DMA address of `len` bytes at `phys` for a device with `cfg`'s
+    /// mask: the forward translation, done once at map time.
+    pub fn translate(
+        &self,
+        phys: PhysAddr,
+        len: usize,
+        cfg: &DeviceConfig,
+    ) -> Result<DmaAddr, MapErrorKind> {
+        let dma = self
+            .windows
+            .phys_to_dma(phys, len as u64)
+            .ok_or(MapErrorKind::NoDmaWindow { phys, len })?;
+        let mask = cfg.mask();
+        if !mask.covers(dma, len as u64) {
+            return Err(MapErrorKind::BeyondMask { dma, len, mask });
+        }
+        Ok(dma)
+    }
+}
+
+// SAFETY: (1) `translate` returns the window's image of the range and checks
+// it against the mask; the bus routes it to that memory. (2) `reaches` is
+// `translate` succeeding. (3) Unmap holds and frees nothing. (4) Nothing is
+// handed out.
+unsafe impl Translation for Direct {
+    type State = ();
+    const UNMAP_IS_NOOP: bool = true;
+
+    #[inline(always)]
+    fn granule(&self) -> usize {
+        1
+    }
+
+    #[inline]
+    fn reaches(&self, phys: PhysAddr, len: usize, cfg: &DeviceConfig) -> bool {
+        self.translate(phys, len, cfg).is_ok()
+    }
+
+    #[inline]
+    fn map(
+        &self,
+        phys: PhysAddr,
+        len: usize,
+        _: DmaDirection,
+        _: MapAttrs,
+        dev: &DeviceContext,
+    ) -> Result<(DmaAddr, ()), MapErrorKind> {
+        self.translate(phys, len, dev.config()).map(|dma| (dma, ()))
+    }
+
+    #[inline(always)]
+    unsafe fn unmap(&self, _: DmaAddr, _: usize, (): (), _: &DeviceContext) {}
+
+    #[inline(always)]
+    fn flush(&self, _: &DeviceContext) {}
+}
+
 /// The backend for a device that reaches memory directly and snoops the
-/// CPU's caches (most x86 devices; arm64 devices marked `dma-coherent`).
+/// CPU's caches (most x86 devices; arm64 devices marked `dma-coherent`):
+/// [`Direct`] translation, [`Coherent`], [`NoBounce`].
 ///
 /// Map is a window lookup and a mask check. Sync and unmap do nothing and
 /// are declared so ([`Backend::SYNC_IS_NOOP`], [`Backend::UNMAP_IS_NOOP`]),
 /// and handles keep no physical address and no state, so a handle over a
 /// `Box<[u8]>` is the box, the DMA address and the device reference.
 ///
-/// Addresses beyond the device's mask are an error here: this backend does
-/// not bounce.
-#[derive(Debug, Clone)]
-pub struct DirectCoherent<P> {
-    platform: P,
-    windows: DmaWindows,
-}
+/// Addresses beyond the device's mask are an error here: it does not
+/// bounce (add a bounce policy with [`Composed::with_bounce`]).
+///
+/// [`Backend::SYNC_IS_NOOP`]: crate::backend::Backend::SYNC_IS_NOOP
+/// [`Backend::UNMAP_IS_NOOP`]: crate::backend::Backend::UNMAP_IS_NOOP
+pub type DirectCoherent<P> = Composed<P, Direct, Coherent, NoBounce>;
 
-impl<P: PhysLookup> DirectCoherent<P> {
+impl<P: PhysLookup> Composed<P, Direct, Coherent, NoBounce> {
     /// A backend where DMA addresses equal physical addresses.
     pub fn new(platform: P) -> Self {
         Self::with_windows(platform, DmaWindows::identity())
@@ -195,72 +279,15 @@ impl<P: PhysLookup> DirectCoherent<P> {
 
     /// A backend whose bus maps memory through `windows`.
     pub fn with_windows(platform: P, windows: DmaWindows) -> Self {
-        Self { platform, windows }
+        Composed::from_parts(platform, Direct::new(windows), Coherent, NoBounce)
     }
+}
 
+impl<P, K, Bo> Composed<P, Direct, K, Bo> {
     /// The bus windows.
     pub fn windows(&self) -> &DmaWindows {
-        &self.windows
+        self.translation().windows()
     }
-}
-
-/// Translates and checks a request against windows and the device's mask:
-/// the map step every direct backend shares.
-pub fn direct_map(windows: &DmaWindows, req: &MapRequest<'_>) -> Result<DmaAddr, MapErrorKind> {
-    let len = req.len as u64;
-    let dma = windows
-        .phys_to_dma(req.phys, len)
-        .ok_or(MapErrorKind::NoDmaWindow {
-            phys: req.phys,
-            len: req.len,
-        })?;
-    let mask = req.device.config().mask();
-    if !mask.covers(dma, len) {
-        return Err(MapErrorKind::BeyondMask {
-            dma,
-            len: req.len,
-            mask,
-        });
-    }
-    Ok(dma)
-}
-
-// SAFETY: (1) `direct_map` returns the window's image of `[phys, phys+len)`
-// and checks it against the mask; the bus then routes it to that memory.
-// (2, 3) The device snoops the CPU's caches, so nothing needs to be done for
-// coherence: sync is truly a no-op. Unmap holds and frees nothing. (4) The
-// buffer is never touched. (5) `flush` has nothing to complete.
-unsafe impl<P: PhysLookup> Backend for DirectCoherent<P> {
-    type Platform = P;
-    type Phys = NoPhys;
-    type State = ();
-    type Granule = typenum::U1;
-
-    const COHERENT: bool = true;
-    const SYNC_IS_NOOP: bool = true;
-    const UNMAP_IS_NOOP: bool = true;
-
-    #[inline]
-    fn platform(&self) -> &P {
-        &self.platform
-    }
-
-    #[inline]
-    fn map(&self, req: &MapRequest<'_>) -> Result<(DmaAddr, ()), MapErrorKind> {
-        direct_map(&self.windows, req).map(|dma| (dma, ()))
-    }
-
-    #[inline(always)]
-    unsafe fn sync_for_device(&self, _: &Mapping<'_, Self>, _: &(), _: SyncRange) {}
-
-    #[inline(always)]
-    unsafe fn sync_for_cpu(&self, _: &Mapping<'_, Self>, _: &(), _: SyncRange) {}
-
-    #[inline(always)]
-    unsafe fn unmap(&self, _: &Mapping<'_, Self>, (): ()) {}
-
-    #[inline(always)]
-    fn flush(&self, _: &DeviceContext) {}
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@
 //! Writing a backend for a new platform means implementing [`Backend`]; its
 //! `# Safety` section is the whole contract.
 
+pub mod compose;
 pub mod direct;
 pub mod noncoherent;
 
@@ -48,6 +49,9 @@ mod sealed {
 pub trait PhysSlot: sealed::Sealed + Copy + Send + Sync + 'static {
     /// Keeps `phys`, or forgets it.
     fn keep(phys: PhysAddr) -> Self;
+
+    /// The address kept, if any.
+    fn get(self) -> Option<PhysAddr>;
 }
 
 impl sealed::Sealed for PhysAddr {}
@@ -55,6 +59,11 @@ impl PhysSlot for PhysAddr {
     #[inline(always)]
     fn keep(phys: PhysAddr) -> Self {
         phys
+    }
+
+    #[inline(always)]
+    fn get(self) -> Option<PhysAddr> {
+        Some(self)
     }
 }
 
@@ -68,6 +77,11 @@ impl PhysSlot for NoPhys {
     #[inline(always)]
     fn keep(_: PhysAddr) -> Self {
         NoPhys
+    }
+
+    #[inline(always)]
+    fn get(self) -> Option<PhysAddr> {
+        None
     }
 }
 
@@ -83,6 +97,27 @@ pub struct MapRequest<'a> {
     /// The physical address of the first byte.
     pub phys: PhysAddr,
     /// The length in bytes, never zero.
+    pub len: usize,
+    /// The direction of the transfers.
+    pub dir: DmaDirection,
+    /// The device's limits and counters.
+    pub device: &'a DeviceContext,
+    /// `false` when the buffer is a byte buffer whose address or length is
+    /// not a multiple of [`Backend::Granule`]: it would share a cache line
+    /// with other data. A backend that cannot bounce it must refuse it
+    /// with [`MapErrorKind::SharesCacheLine`].
+    pub granule_ok: bool,
+}
+
+/// A request to map an MMIO or peer-to-peer range (Linux's
+/// `DMA_ATTR_MMIO`): never touched by the CPU, never bounced, no cache
+/// maintenance, non-cacheable in an IOMMU.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct MmioRequest<'a> {
+    /// The physical address of the range.
+    pub phys: PhysAddr,
+    /// Its length in bytes, never zero.
     pub len: usize,
     /// The direction of the transfers.
     pub dir: DmaDirection,
@@ -243,4 +278,34 @@ pub unsafe trait Backend {
     /// with one barrier or one IOTLB invalidation, counted in
     /// `device.stats()`.
     fn flush(&self, device: &DeviceContext);
+
+    /// Makes an MMIO range reachable by the device: no bounce, no
+    /// maintenance, non-cacheable where the translation has attributes.
+    /// The default refuses.
+    ///
+    /// # Safety
+    ///
+    /// The caller promises `[req.phys, req.phys + req.len)` is an MMIO or
+    /// peer memory range the device may be given (a BAR of a peer device),
+    /// never RAM that Rust code owns.
+    unsafe fn map_mmio(
+        &self,
+        req: &MmioRequest<'_>,
+    ) -> Result<(DmaAddr, Self::State), MapErrorKind> {
+        let _ = req;
+        Err(MapErrorKind::Backend(
+            "this backend does not map MMIO ranges",
+        ))
+    }
+
+    /// Issues the removal of an MMIO mapping; [`flush`](Self::flush)
+    /// completes it.
+    ///
+    /// # Safety
+    ///
+    /// `dma`, `len`, `state` describe a live mapping `map_mmio` made, never
+    /// unmapped, and the device has finished with it.
+    unsafe fn unmap_mmio(&self, dma: DmaAddr, len: usize, state: Self::State, dev: &DeviceContext) {
+        let _ = (dma, len, state, dev);
+    }
 }

@@ -4,12 +4,10 @@
 use std::vec;
 
 use crate::addr::{DmaAddr, PhysAddr};
-use crate::arch::CacheMaintenance;
 use crate::backend::Backend;
-use crate::backend::direct::{DirectCoherent, DmaWindows};
-use crate::backend::noncoherent::DirectNonCoherent;
+use crate::backend::compose::Composed;
+use crate::backend::direct::{Direct, DmaWindows};
 use crate::device::Device;
-use crate::platform::PhysLookup;
 use crate::sim::memory::{PhysAccessError, SimMemory};
 
 /// What a device access does to memory.
@@ -88,15 +86,15 @@ impl BusTranslate for DmaWindows {
     }
 }
 
-impl<P: PhysLookup> BusTranslate for DirectCoherent<P> {
+impl BusTranslate for Direct {
     fn translate(&self, dma: DmaAddr, access: Access) -> Result<(PhysAddr, u64), SimFault> {
         self.windows().translate(dma, access)
     }
 }
 
-impl<P: PhysLookup, C: CacheMaintenance> BusTranslate for DirectNonCoherent<P, C> {
+impl<P, T: BusTranslate, K, Bo> BusTranslate for Composed<P, T, K, Bo> {
     fn translate(&self, dma: DmaAddr, access: Access) -> Result<(PhysAddr, u64), SimFault> {
-        self.windows().translate(dma, access)
+        self.translation().translate(dma, access)
     }
 }
 

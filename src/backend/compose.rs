@@ -1,0 +1,697 @@
+//! A backend as a composition: a **translation** (how a device address is
+//! made: direct bus windows or an IOMMU), a **coherency** (coherent, or
+//! non-coherent with cache maintenance), and a **bounce policy** (never, or
+//! through a swiotlb-like pool).
+//!
+//! ```text
+//!   Composed<P, T: Translation, K: Coherency, Bo: BouncePolicy>
+//!     map:   [bounce? copy into slot] → T::map → K::clean        (issue)
+//!     flush: K::complete → T::flush                               (complete)
+//! ```
+//!
+//! Every combination is a [`Backend`], and each keeps the compile-time
+//! no-op declarations that hold for it: with `Direct`, [`Coherent`] and
+//! [`NoBounce`], sync and unmap are no-ops, handles carry no physical
+//! address and no state — the same 32-byte handle as a hand-written direct
+//! mapping.
+//!
+//! | `SYNC_IS_NOOP` | `UNMAP_IS_NOOP` | handle carries `phys` |
+//! |---|---|---|
+//! | `K` coherent and `Bo` never bounces | `T` unmap is a no-op and `Bo` never bounces | unless `K` coherent and `Bo` never bounces |
+
+use core::ptr::NonNull;
+
+use crate::addr::{DmaAddr, PhysAddr};
+use crate::arch::{CacheMaintenance, CacheRange};
+use crate::backend::{Backend, MapRequest, Mapping, MmioRequest, NoPhys, PhysSlot, SyncRange};
+use crate::device::{DeviceConfig, DeviceContext};
+use crate::direction::DmaDirection;
+use crate::error::MapErrorKind;
+use crate::platform::PhysLookup;
+
+/// Attributes of a translation request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MapAttrs {
+    /// The range is MMIO or peer memory (Linux's `DMA_ATTR_MMIO`): map it
+    /// non-cacheable, never touch it from the CPU.
+    pub mmio: bool,
+}
+
+impl MapAttrs {
+    /// Ordinary RAM.
+    pub const RAM: Self = Self { mmio: false };
+    /// MMIO or peer-to-peer memory.
+    pub const MMIO: Self = Self { mmio: true };
+}
+
+/// How device addresses are made: direct bus windows ([`Direct`]) or an
+/// IOMMU domain (`iommu::IommuDomain`).
+///
+/// # Safety
+///
+/// 1. When [`map`](Self::map) returns `Ok((dma, state))` for `len` bytes at
+///    `phys`, the device reaches exactly `[phys, phys + len)` through
+///    `[dma, dma + len)`, with at most the access `dir` allows (an
+///    implementation that cannot restrict access, like a direct bus, may
+///    allow more), until [`unmap`](Self::unmap) for it was issued and a
+///    later [`flush`](Self::flush) completed; `dma + len` lies within the
+///    device's mask. On error nothing is held.
+/// 2. [`reaches`](Self::reaches) is `true` only if `map` of that range
+///    would not fail for addressing reasons (window, mask).
+/// 3. If `UNMAP_IS_NOOP`, skipping `unmap` and `flush` leaks nothing.
+/// 4. No resource given back by `unmap` (an IOVA) is handed out again
+///    before the device can no longer use it through the old mapping.
+pub unsafe trait Translation: Send + Sync {
+    /// Per-mapping state (an IOVA allocation); `()` for direct.
+    type State: Send + Sync;
+
+    /// `true` when unmap and flush do nothing (direct translation).
+    const UNMAP_IS_NOOP: bool;
+
+    /// The granularity at which the device is given access: `1` when the
+    /// translation grants nothing (direct: the device can reach everything
+    /// anyway), the IOMMU page size otherwise. An untrusted device's bounce
+    /// buffer fills whole granules of this size.
+    fn granule(&self) -> usize;
+
+    /// Whether `len` bytes at `phys` can be mapped for `cfg` without
+    /// bouncing (inside a bus window and under the mask, for direct).
+    fn reaches(&self, phys: PhysAddr, len: usize, cfg: &DeviceConfig) -> bool;
+
+    /// Makes `[phys, phys + len)` reachable by the device.
+    fn map(
+        &self,
+        phys: PhysAddr,
+        len: usize,
+        dir: DmaDirection,
+        attrs: MapAttrs,
+        dev: &DeviceContext,
+    ) -> Result<(DmaAddr, Self::State), MapErrorKind>;
+
+    /// Issues the removal of the mapping `[dma, dma + len)`.
+    ///
+    /// # Safety
+    ///
+    /// `dma`, `len` and `state` describe a live mapping `map` made, not
+    /// unmapped before, and the device has finished with it.
+    unsafe fn unmap(&self, dma: DmaAddr, len: usize, state: Self::State, dev: &DeviceContext);
+
+    /// Completes the removals this thread issued (an IOTLB invalidation).
+    fn flush(&self, dev: &DeviceContext);
+}
+
+/// Whether the CPU's caches are coherent with the device: [`Coherent`], or
+/// [`NonCoherent<C>`] with cache maintenance `C`.
+///
+/// # Safety
+///
+/// `Coherent` must only be used for devices that snoop the CPU's caches;
+/// `NonCoherent<C>` forwards `C`'s contract. Sealed by construction: only
+/// these two types implement it.
+pub unsafe trait Coherency: Send + Sync + sealed::Sealed {
+    /// The granule typed buffers must fill (`U1` when coherent).
+    type Granule: typenum::Unsigned + typenum::PowerOfTwo;
+    /// What a handle must keep of the physical address for maintenance.
+    type Phys: PhysSlot;
+    /// `true` when the device snoops the caches: no maintenance at all.
+    const COHERENT: bool;
+
+    /// Issues a clean of `r`; returns lines issued.
+    ///
+    /// # Safety
+    ///
+    /// As for [`CacheMaintenance::clean`].
+    unsafe fn clean(&self, r: CacheRange) -> usize;
+
+    /// Issues an invalidate of `r`; returns lines issued.
+    ///
+    /// # Safety
+    ///
+    /// As for [`CacheMaintenance::invalidate`].
+    unsafe fn invalidate(&self, r: CacheRange) -> usize;
+
+    /// Completes issued maintenance; returns whether a barrier was issued.
+    fn complete(&self) -> bool;
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A device that snoops the CPU's caches: no maintenance, nothing kept.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Coherent;
+
+/// A device that does not snoop: coherence by cache maintenance `C`.
+#[derive(Debug, Clone, Default)]
+pub struct NonCoherent<C>(pub C);
+
+impl sealed::Sealed for Coherent {}
+impl<C> sealed::Sealed for NonCoherent<C> {}
+
+// SAFETY: used only for snooping devices (documented on the type); does
+// nothing, which is all such a device needs.
+unsafe impl Coherency for Coherent {
+    type Granule = typenum::U1;
+    type Phys = NoPhys;
+    const COHERENT: bool = true;
+
+    #[inline(always)]
+    unsafe fn clean(&self, _: CacheRange) -> usize {
+        0
+    }
+
+    #[inline(always)]
+    unsafe fn invalidate(&self, _: CacheRange) -> usize {
+        0
+    }
+
+    #[inline(always)]
+    fn complete(&self) -> bool {
+        false
+    }
+}
+
+// SAFETY: forwards to `C`, whose contract is the same.
+unsafe impl<C: CacheMaintenance> Coherency for NonCoherent<C> {
+    type Granule = C::Granule;
+    type Phys = PhysAddr;
+    const COHERENT: bool = false;
+
+    #[inline]
+    unsafe fn clean(&self, r: CacheRange) -> usize {
+        // SAFETY: forwarded.
+        unsafe { self.0.clean(r) }
+    }
+
+    #[inline]
+    unsafe fn invalidate(&self, r: CacheRange) -> usize {
+        // SAFETY: forwarded.
+        unsafe { self.0.invalidate(r) }
+    }
+
+    #[inline]
+    fn complete(&self) -> bool {
+        self.0.complete();
+        true
+    }
+}
+
+/// Why a mapping is bounced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BounceReason {
+    /// The device cannot address the buffer (beyond its mask or outside
+    /// every bus window).
+    Unreachable,
+    /// A byte buffer shares cache lines with other data on a non-coherent
+    /// device.
+    SharesCacheLine,
+    /// An untrusted device would see the rest of the IOMMU pages the buffer
+    /// lies in.
+    Untrusted,
+}
+
+/// Where a bounced mapping's data lives while the device owns it.
+#[derive(Debug, Clone, Copy)]
+pub struct BounceSlot {
+    /// CPU address of the slot byte that stands for the buffer's first
+    /// byte.
+    pub cpu: NonNull<u8>,
+    /// Its physical address.
+    pub phys: PhysAddr,
+    /// Where the reserved region starts and how long it is (padding
+    /// included): this is what the translation maps for an untrusted device.
+    pub region_phys: PhysAddr,
+    /// Length of the reserved region.
+    pub region_len: usize,
+}
+
+impl BounceSlot {
+    /// What the translation maps for a mapping of `len` bytes: the whole
+    /// padded region for an untrusted device (so it sees only the copy and
+    /// zeroed padding in its pages), the copy alone otherwise.
+    #[inline]
+    pub fn extent(&self, len: usize, trusted: bool) -> (PhysAddr, usize) {
+        if trusted {
+            (self.phys, len)
+        } else {
+            (self.region_phys, self.region_len)
+        }
+    }
+}
+
+/// A bounce policy: [`NoBounce`], or a pool of bounce slots
+/// (`bounce::Swiotlb`).
+///
+/// # Safety
+///
+/// 1. [`alloc`](Self::alloc) returns a slot of at least `len` bytes, aligned
+///    as asked, exclusively for this mapping until [`release`](Self::release),
+///    inside memory the device can reach (through the translation) and that
+///    nothing else references; its padding is zeroed. On error nothing is
+///    held.
+/// 2. [`slot`](Self::slot) returns the slot `alloc` stored in the state, or
+///    `None` for a state made by [`not_bounced`](Self::not_bounced).
+pub unsafe trait BouncePolicy: Send + Sync {
+    /// Per-mapping state: the slot, if bounced.
+    type State: Send + Sync;
+    /// What a handle must keep of the physical address (the original's
+    /// address, to copy back without a search).
+    type Phys: PhysSlot;
+    /// `true` for [`NoBounce`].
+    const NEVER: bool;
+
+    /// The state of a mapping that was not bounced.
+    fn not_bounced() -> Self::State;
+
+    /// Reserves a slot for `len` bytes whose original lies at `orig`.
+    /// `align` is the alignment the slot region needs (an IOMMU page for an
+    /// untrusted device, a cache-line granule otherwise); `pad_to` rounds
+    /// the region up to whole granules of that size.
+    fn alloc(
+        &self,
+        orig: PhysAddr,
+        len: usize,
+        align: usize,
+        pad_to: usize,
+        reason: BounceReason,
+        cfg: &DeviceConfig,
+    ) -> Result<Self::State, MapErrorKind>;
+
+    /// The slot of a bounced mapping.
+    fn slot(state: &Self::State) -> Option<BounceSlot>;
+
+    /// Gives a slot back.
+    ///
+    /// # Safety
+    ///
+    /// `state` came from this policy's `alloc`, and the device no longer
+    /// uses the slot.
+    unsafe fn release(&self, state: Self::State);
+}
+
+/// Never bounce: a buffer the device cannot use as it is is an error.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoBounce;
+
+// SAFETY: never allocates.
+unsafe impl BouncePolicy for NoBounce {
+    type State = ();
+    type Phys = NoPhys;
+    const NEVER: bool = true;
+
+    #[inline(always)]
+    fn not_bounced() {}
+
+    fn alloc(
+        &self,
+        _: PhysAddr,
+        _: usize,
+        _: usize,
+        _: usize,
+        _: BounceReason,
+        _: &DeviceConfig,
+    ) -> Result<(), MapErrorKind> {
+        Err(MapErrorKind::Backend("bouncing is disabled"))
+    }
+
+    #[inline(always)]
+    fn slot((): &()) -> Option<BounceSlot> {
+        None
+    }
+
+    #[inline(always)]
+    unsafe fn release(&self, (): ()) {}
+}
+
+/// The physical-address slot of a composition: nothing if neither the
+/// coherency nor the bounce policy needs it.
+pub trait PhysJoin<Other: PhysSlot>: PhysSlot {
+    /// `NoPhys` only if both are `NoPhys`.
+    type Out: PhysSlot;
+}
+impl PhysJoin<NoPhys> for NoPhys {
+    type Out = NoPhys;
+}
+impl PhysJoin<PhysAddr> for NoPhys {
+    type Out = PhysAddr;
+}
+impl PhysJoin<NoPhys> for PhysAddr {
+    type Out = PhysAddr;
+}
+impl PhysJoin<PhysAddr> for PhysAddr {
+    type Out = PhysAddr;
+}
+
+/// A backend made of a platform `P`, a translation `T`, a coherency `K` and
+/// a bounce policy `Bo`. See the module docs.
+#[derive(Debug, Clone)]
+pub struct Composed<P, T, K, Bo> {
+    platform: P,
+    translation: T,
+    coherency: K,
+    bounce: Bo,
+}
+
+impl<P, T, K, Bo> Composed<P, T, K, Bo> {
+    /// The composition of the four parts.
+    pub const fn from_parts(platform: P, translation: T, coherency: K, bounce: Bo) -> Self {
+        Self {
+            platform,
+            translation,
+            coherency,
+            bounce,
+        }
+    }
+
+    /// The same backend with another bounce policy.
+    pub fn with_bounce<Bo2>(self, bounce: Bo2) -> Composed<P, T, K, Bo2> {
+        Composed {
+            platform: self.platform,
+            translation: self.translation,
+            coherency: self.coherency,
+            bounce,
+        }
+    }
+
+    /// The translation.
+    pub fn translation(&self) -> &T {
+        &self.translation
+    }
+
+    /// The coherency.
+    pub fn coherency(&self) -> &K {
+        &self.coherency
+    }
+
+    /// The bounce policy.
+    pub fn bounce(&self) -> &Bo {
+        &self.bounce
+    }
+}
+
+impl<P, T, C, Bo> Composed<P, T, NonCoherent<C>, Bo> {
+    /// The cache maintenance of a non-coherent composition.
+    pub fn cache(&self) -> &C {
+        &self.coherency.0
+    }
+}
+
+/// A mapping's state in a composition: the translation's and the bounce
+/// policy's.
+#[derive(Debug)]
+pub struct ComposedState<TS, BS> {
+    translation: TS,
+    bounce: BS,
+}
+
+impl<TS, BS> ComposedState<TS, BS> {
+    /// The translation's part (the IOVA allocation).
+    pub fn translation(&self) -> &TS {
+        &self.translation
+    }
+
+    /// The bounce policy's part (the slot, if bounced).
+    pub fn bounce(&self) -> &BS {
+        &self.bounce
+    }
+}
+
+impl<P, T, K, Bo> Composed<P, T, K, Bo>
+where
+    P: PhysLookup,
+    T: Translation,
+    K: Coherency,
+    Bo: BouncePolicy,
+    K::Phys: PhysJoin<Bo::Phys>,
+{
+    /// Why `len` bytes at `phys` must be bounced, if they must.
+    fn bounce_reason(&self, req: &MapRequest<'_>) -> Option<BounceReason> {
+        let cfg = req.device.config();
+        if !self.translation.reaches(req.phys, req.len, cfg) {
+            return Some(BounceReason::Unreachable);
+        }
+        if !req.granule_ok {
+            return Some(BounceReason::SharesCacheLine);
+        }
+        let page = self.translation.granule();
+        if !cfg.is_trusted()
+            && page > 1
+            && !(req.phys.is_aligned(page as u64) && req.len.is_multiple_of(page))
+        {
+            return Some(BounceReason::Untrusted);
+        }
+        None
+    }
+
+    /// The error for a buffer that needs bouncing when the policy cannot.
+    fn unbounced_error(&self, req: &MapRequest<'_>, reason: BounceReason) -> MapErrorKind {
+        match reason {
+            BounceReason::SharesCacheLine => MapErrorKind::SharesCacheLine {
+                cpu: req.cpu.as_ptr() as usize,
+                len: req.len,
+                granule: <K::Granule as typenum::Unsigned>::USIZE,
+            },
+            BounceReason::Untrusted => MapErrorKind::UntrustedSubPage {
+                phys: req.phys,
+                len: req.len,
+                page: self.translation.granule(),
+            },
+            // Ask the translation: it knows whether it is a window or the mask.
+            BounceReason::Unreachable => {
+                match self
+                    .translation
+                    .map(req.phys, req.len, req.dir, MapAttrs::RAM, req.device)
+                {
+                    Err(e) => e,
+                    Ok(_) => unreachable!("`reaches` said no, `map` said yes: broken Translation"),
+                }
+            }
+        }
+    }
+
+    /// The range the device works on: the slot if bounced, the buffer
+    /// otherwise, offset by `range`.
+    fn device_range(
+        m: &Mapping<'_, Self>,
+        state: &ComposedState<T::State, Bo::State>,
+        phys: PhysAddr,
+        range: SyncRange,
+    ) -> CacheRange {
+        let (cpu, base) = match Bo::slot(&state.bounce) {
+            Some(s) => (s.cpu, s.phys),
+            None => (m.cpu, phys),
+        };
+        CacheRange::new(
+            // SAFETY: `range` lies inside the mapping, and the slot is as
+            // long as the buffer.
+            unsafe { cpu.add(range.offset) },
+            PhysAddr::new(base.as_u64() + range.offset as u64),
+            range.len,
+        )
+    }
+}
+
+/// Copies `len` bytes between the original buffer and its slot.
+///
+/// # Safety
+///
+/// Both ranges are valid for the access, do not overlap, and no reference
+/// to either exists.
+#[inline]
+unsafe fn copy(src: NonNull<u8>, dst: NonNull<u8>, len: usize) {
+    // SAFETY: forwarded from the caller.
+    unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_ptr(), len) };
+}
+
+// SAFETY: (1) the translation maps either the buffer or, when bouncing, a
+// slot that holds a copy of it; the device reaches through `dma` exactly
+// the bytes that stand for the buffer. (2) Map, `sync_for_device`: copy the
+// buffer into the slot (when bounced and the device reads), then clean what
+// the device reads; `flush` completes it. `sync_for_cpu`: invalidate what
+// the device wrote and, when bounced, complete that first and then copy the
+// slot back, so the copy never reads stale lines. (3) SYNC_IS_NOOP only
+// when coherent and never bouncing; UNMAP_IS_NOOP only when the translation
+// has nothing to undo and nothing was bounced. (4) Only the buffer's range
+// and its own slot are touched. (5) `flush` completes the coherency's and
+// the translation's work for the calling thread.
+unsafe impl<P, T, K, Bo> Backend for Composed<P, T, K, Bo>
+where
+    P: PhysLookup,
+    T: Translation,
+    K: Coherency,
+    Bo: BouncePolicy,
+    K::Phys: PhysJoin<Bo::Phys>,
+{
+    type Platform = P;
+    type Phys = <K::Phys as PhysJoin<Bo::Phys>>::Out;
+    type State = ComposedState<T::State, Bo::State>;
+    type Granule = K::Granule;
+
+    const COHERENT: bool = K::COHERENT;
+    const SYNC_IS_NOOP: bool = K::COHERENT && Bo::NEVER;
+    const UNMAP_IS_NOOP: bool = T::UNMAP_IS_NOOP && Bo::NEVER;
+
+    #[inline]
+    fn platform(&self) -> &P {
+        &self.platform
+    }
+
+    fn map(&self, req: &MapRequest<'_>) -> Result<(DmaAddr, Self::State), MapErrorKind> {
+        let stats = req.device.stats();
+        let reason = self.bounce_reason(req);
+        let bounce = match reason {
+            None => Bo::not_bounced(),
+            Some(reason) if Bo::NEVER => return Err(self.unbounced_error(req, reason)),
+            Some(reason) => {
+                let page = self.translation.granule();
+                let line = <K::Granule as typenum::Unsigned>::USIZE;
+                let (align, pad) = match reason {
+                    BounceReason::Untrusted => (page, page),
+                    _ if !req.device.config().is_trusted() && page > 1 => (page, page),
+                    _ => (line, line),
+                };
+                self.bounce
+                    .alloc(req.phys, req.len, align, pad, reason, req.device.config())?
+            }
+        };
+        let slot = Bo::slot(&bounce);
+        // Copy the original in for every direction: stale slot contents
+        // must never reach a device.
+        if let Some(s) = slot {
+            // SAFETY: the buffer was given up by its owner (no reference),
+            // the slot is exclusively this mapping's; they are distinct
+            // memory.
+            unsafe { copy(req.cpu, s.cpu, req.len) };
+            stats.add_bounced(req.len);
+        }
+        let trusted = req.device.config().is_trusted();
+        let (map_phys, map_len) = match slot {
+            Some(s) => s.extent(req.len, trusted),
+            None => (req.phys, req.len),
+        };
+        let (dma_base, t_state) =
+            match self
+                .translation
+                .map(map_phys, map_len, req.dir, MapAttrs::RAM, req.device)
+            {
+                Ok(ok) => ok,
+                Err(e) => {
+                    // SAFETY: just allocated; no device was given it.
+                    unsafe { self.bounce.release(bounce) };
+                    return Err(e);
+                }
+            };
+        // The DMA address of the buffer's first byte (inside the padded
+        // region, for an untrusted device's bounce slot).
+        let first = slot.map_or(req.phys, |s| s.phys);
+        let dma = DmaAddr::new(dma_base.as_u64() + (first.as_u64() - map_phys.as_u64()));
+        let (cpu, phys) = match slot {
+            Some(s) => (s.cpu, s.phys),
+            None => (req.cpu, req.phys),
+        };
+        // SAFETY: the range is live memory with this physical address, and
+        // nothing references it.
+        let lines = unsafe { self.coherency.clean(CacheRange::new(cpu, phys, req.len)) };
+        stats.add_lines_cleaned(lines);
+        Ok((
+            dma,
+            ComposedState {
+                translation: t_state,
+                bounce,
+            },
+        ))
+    }
+
+    unsafe fn sync_for_device(&self, m: &Mapping<'_, Self>, state: &Self::State, range: SyncRange) {
+        let phys = m.phys.get().unwrap_or(PhysAddr::new(0));
+        if let Some(s) = Bo::slot(&state.bounce) {
+            if m.dir.device_reads() {
+                // SAFETY: inside the mapping and its slot; the CPU holds no
+                // reference (caller), the device is not using the slot.
+                unsafe { copy(m.cpu.add(range.offset), s.cpu.add(range.offset), range.len) };
+            }
+        }
+        let r = Self::device_range(m, state, phys, range);
+        // SAFETY: live memory of this mapping.
+        let lines = unsafe { self.coherency.clean(r) };
+        m.device.stats().add_lines_cleaned(lines);
+    }
+
+    unsafe fn sync_for_cpu(&self, m: &Mapping<'_, Self>, state: &Self::State, range: SyncRange) {
+        if m.dir == DmaDirection::ToDevice {
+            return; // the device only read
+        }
+        let phys = m.phys.get().unwrap_or(PhysAddr::new(0));
+        let r = Self::device_range(m, state, phys, range);
+        // SAFETY: live memory of this mapping; the device is finished and
+        // no CPU reference exists (caller).
+        let lines = unsafe { self.coherency.invalidate(r) };
+        m.device.stats().add_lines_invalidated(lines);
+        if let Some(s) = Bo::slot(&state.bounce) {
+            // The copy must read completed, not stale, lines: complete the
+            // invalidate now (bounced syncs do not batch on the CPU side).
+            if self.coherency.complete() {
+                m.device.stats().add_barriers(1);
+            }
+            // SAFETY: as above; slot and buffer are distinct.
+            unsafe { copy(s.cpu.add(range.offset), m.cpu.add(range.offset), range.len) };
+        }
+    }
+
+    unsafe fn unmap(&self, m: &Mapping<'_, Self>, state: Self::State) {
+        let ComposedState {
+            translation,
+            bounce,
+        } = state;
+        let trusted = m.device.config().is_trusted();
+        let (base, len) = match Bo::slot(&bounce) {
+            Some(s) => {
+                let (start, len) = s.extent(m.len, trusted);
+                (m.dma.as_u64() - (s.phys.as_u64() - start.as_u64()), len)
+            }
+            None => (m.dma.as_u64(), m.len),
+        };
+        let base = DmaAddr::new(base);
+        // SAFETY: live mapping made by `map`, unmapped once, device done.
+        unsafe { self.translation.unmap(base, len, translation, m.device) };
+        // SAFETY: the device is finished with the slot (caller).
+        unsafe { self.bounce.release(bounce) };
+    }
+
+    fn flush(&self, device: &DeviceContext) {
+        if self.coherency.complete() {
+            device.stats().add_barriers(1);
+        }
+        self.translation.flush(device);
+    }
+
+    unsafe fn map_mmio(
+        &self,
+        req: &MmioRequest<'_>,
+    ) -> Result<(DmaAddr, Self::State), MapErrorKind> {
+        let cfg = req.device.config();
+        if !self.translation.reaches(req.phys, req.len, cfg) {
+            return Err(MapErrorKind::MmioNeedsBounce {
+                phys: req.phys,
+                len: req.len,
+            });
+        }
+        let (dma, translation) =
+            self.translation
+                .map(req.phys, req.len, req.dir, MapAttrs::MMIO, req.device)?;
+        Ok((
+            dma,
+            ComposedState {
+                translation,
+                bounce: Bo::not_bounced(),
+            },
+        ))
+    }
+
+    unsafe fn unmap_mmio(&self, dma: DmaAddr, len: usize, state: Self::State, dev: &DeviceContext) {
+        // SAFETY: forwarded from the caller: a live MMIO mapping, device done.
+        unsafe { self.translation.unmap(dma, len, state.translation, dev) };
+    }
+}
