@@ -29,7 +29,7 @@ pub(crate) type ThreadId = loom::thread::ThreadId;
 
 /// The calling thread's id.
 #[cfg(all(feature = "std", not(dmacap_loom)))]
-#[cfg_attr(not(feature = "sim"), allow(dead_code))]
+#[allow(dead_code)]
 #[inline]
 pub(crate) fn current_thread_id() -> ThreadId {
     std::thread::current().id()
@@ -37,8 +37,112 @@ pub(crate) fn current_thread_id() -> ThreadId {
 
 /// The calling (loom) thread's id.
 #[cfg(dmacap_loom)]
-#[cfg_attr(not(feature = "sim"), allow(dead_code))]
+#[allow(dead_code)]
 #[inline]
 pub(crate) fn current_thread_id() -> ThreadId {
     loom::thread::current().id()
+}
+
+/// A spin lock for `no_std` builds, with the part of `std::sync::Mutex`'s
+/// interface dmacap uses.
+#[cfg(all(not(feature = "std"), not(dmacap_loom)))]
+#[allow(dead_code)]
+mod spin {
+    use core::cell::UnsafeCell;
+    use core::ops::{Deref, DerefMut};
+    use core::sync::atomic::{AtomicBool, Ordering};
+
+    /// Invariant: `value` is accessed only through a guard, and at most one
+    /// guard exists at a time (`locked` is true while it does).
+    pub(crate) struct Mutex<T> {
+        locked: AtomicBool,
+        value: UnsafeCell<T>,
+    }
+
+    // SAFETY: the lock hands out one guard at a time, so `T` is only ever
+    // accessed by one thread at once; `T: Send` lets it move between them.
+    unsafe impl<T: Send> Sync for Mutex<T> {}
+    // SAFETY: as above.
+    unsafe impl<T: Send> Send for Mutex<T> {}
+
+    pub(crate) struct MutexGuard<'a, T> {
+        lock: &'a Mutex<T>,
+    }
+
+    impl<T> Mutex<T> {
+        pub(crate) const fn new(value: T) -> Self {
+            Self {
+                locked: AtomicBool::new(false),
+                value: UnsafeCell::new(value),
+            }
+        }
+
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+            while self
+                .locked
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                core::hint::spin_loop();
+            }
+            MutexGuard { lock: self }
+        }
+    }
+
+    impl<T> Deref for MutexGuard<'_, T> {
+        type Target = T;
+        fn deref(&self) -> &T {
+            // SAFETY: the guard is the only access (invariant).
+            unsafe { &*self.lock.value.get() }
+        }
+    }
+
+    impl<T> DerefMut for MutexGuard<'_, T> {
+        fn deref_mut(&mut self) -> &mut T {
+            // SAFETY: as above, and `&mut self` makes it exclusive.
+            unsafe { &mut *self.lock.value.get() }
+        }
+    }
+
+    impl<T> Drop for MutexGuard<'_, T> {
+        fn drop(&mut self) {
+            self.lock.locked.store(false, Ordering::Release);
+        }
+    }
+}
+#[cfg(all(not(feature = "std"), not(dmacap_loom)))]
+pub(crate) use spin::{Mutex, MutexGuard};
+
+/// Locks `m`. A panic while a lock was held cannot leave dmacap's
+/// structures half-updated in a way that matters for memory safety (each
+/// user says why), so poisoning is ignored.
+#[inline]
+#[allow(dead_code)]
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    #[cfg(any(feature = "std", dmacap_loom))]
+    {
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    #[cfg(all(not(feature = "std"), not(dmacap_loom)))]
+    {
+        m.lock()
+    }
+}
+
+/// A small number naming the CPU (thread) the caller runs on: the index of
+/// per-CPU caches and areas. `0` in `no_std` builds, where dmacap cannot ask.
+#[inline]
+#[allow(dead_code)]
+pub(crate) fn cpu_hint() -> usize {
+    #[cfg(any(feature = "std", dmacap_loom))]
+    {
+        use core::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        current_thread_id().hash(&mut h);
+        h.finish() as usize
+    }
+    #[cfg(all(not(feature = "std"), not(dmacap_loom)))]
+    {
+        0
+    }
 }
