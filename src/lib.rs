@@ -59,6 +59,7 @@ pub mod device;
 pub mod direction;
 pub mod error;
 pub mod handle;
+pub mod mmio;
 pub mod platform;
 #[cfg(feature = "alloc")]
 pub mod sg;
@@ -80,3 +81,4 @@ pub use direction::{
 };
 pub use error::{MapError, MapErrorKind, RangeError};
 pub use handle::Mapped;
+pub use mmio::MmioMapped;
