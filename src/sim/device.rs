@@ -198,6 +198,28 @@ impl<'a, B: Backend + BusTranslate> SimDevice<'a, B> {
         Ok(())
     }
 
+    /// Reads `out.len()` bytes at `dma` as a rogue device would: through
+    /// the translation (so an IOMMU still faults on what it does not map),
+    /// but whether or not any handle handed the memory to the device. This
+    /// shows what a device *could* read beyond its buffers, such as the
+    /// rest of an IOMMU page shared with other data.
+    ///
+    /// # Safety
+    ///
+    /// As for [`SimMemory::read_phys_unchecked`]: no `&mut` to the bytes
+    /// read is live and nobody writes them during the call.
+    pub unsafe fn read_unchecked(&self, dma: DmaAddr, out: &mut [u8]) -> Result<(), SimFault> {
+        let pieces = self.route(dma, out.len(), Access::Read)?;
+        let mut at = 0;
+        for (phys, n) in pieces {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.memory.read_phys_unchecked(phys, &mut out[at..at + n]) }
+                .map_err(|e| self.fault(e, dma, Access::Read))?;
+            at += n;
+        }
+        Ok(())
+    }
+
     /// Refuses the whole access if any piece is not device-owned, before a
     /// byte moves.
     fn check_owned(

@@ -505,6 +505,42 @@ impl SimMemory {
         })
     }
 
+    /// Reads RAM at `phys` as a *rogue* device does: whether or not any
+    /// mapping handed it to a device. This is how a test shows what a device
+    /// could see beyond its buffer (the rest of an IOMMU page, say).
+    ///
+    /// # Safety
+    ///
+    /// No `&mut` reference to any byte read is live, and no thread writes
+    /// them during the call (the read is an ordinary Rust read of memory that
+    /// safe code may own).
+    pub unsafe fn read_phys_unchecked(
+        &self,
+        phys: PhysAddr,
+        out: &mut [u8],
+    ) -> Result<(), PhysAccessError> {
+        let off = self
+            .offset_of(phys, out.len())
+            .ok_or(PhysAccessError::OutsideRam {
+                phys,
+                len: out.len(),
+            })?;
+        if let Some(model) = self.model() {
+            model.shadow().read_ram(off, out);
+            return Ok(());
+        }
+        // SAFETY: inside the RAM block (checked); no `&mut` to these bytes
+        // is live and nobody writes them now (caller); `out` is distinct.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                self.ram.base.as_ptr().add(off),
+                out.as_mut_ptr(),
+                out.len(),
+            )
+        };
+        Ok(())
+    }
+
     /// Writes RAM at physical address `phys` as a device does: only memory
     /// a mapping has handed to a device (for non-coherent RAM, memory behind
     /// the simulated cache: the CPU sees it only after an invalidate).
