@@ -107,6 +107,11 @@ pub enum MapErrorKind {
         /// Bytes asked for.
         len: usize,
     },
+    /// The IOMMU domain defers IOTLB invalidation (lazy mode), which
+    /// leaves a window in which the device can still reach unmapped
+    /// memory; that is refused for an untrusted device.
+    #[error("lazy IOMMU invalidation is refused for untrusted devices")]
+    LazyIommuUntrusted,
     /// A backend-specific reason, for backends written outside dmacap.
     #[error("the backend refused the mapping: {0}")]
     Backend(&'static str),

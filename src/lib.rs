@@ -54,11 +54,15 @@ pub mod addr;
 pub mod arch;
 pub mod backend;
 pub mod batch;
+#[cfg(feature = "alloc")]
+pub mod bounce;
 pub mod buffer;
 pub mod device;
 pub mod direction;
 pub mod error;
 pub mod handle;
+#[cfg(feature = "alloc")]
+pub mod iommu;
 pub mod mmio;
 pub mod platform;
 #[cfg(feature = "alloc")]

@@ -45,7 +45,7 @@ impl MapAttrs {
     pub const MMIO: Self = Self { mmio: true };
 }
 
-/// How device addresses are made: direct bus windows ([`Direct`]) or an
+/// How device addresses are made: direct bus windows (`Direct`) or an
 /// IOMMU domain (`iommu::IommuDomain`).
 ///
 /// # Safety
@@ -564,7 +564,6 @@ where
             // the slot is exclusively this mapping's; they are distinct
             // memory.
             unsafe { copy(req.cpu, s.cpu, req.len) };
-            stats.add_bounced(req.len);
         }
         let trusted = req.device.config().is_trusted();
         let (map_phys, map_len) = match slot {
@@ -587,13 +586,24 @@ where
         // region, for an untrusted device's bounce slot).
         let first = slot.map_or(req.phys, |s| s.phys);
         let dma = DmaAddr::new(dma_base.as_u64() + (first.as_u64() - map_phys.as_u64()));
-        let (cpu, phys) = match slot {
-            Some(s) => (s.cpu, s.phys),
-            None => (req.cpu, req.phys),
+        if slot.is_some() {
+            stats.add_bounced(req.len);
+        }
+        // Clean exactly what the device was given: the buffer, the copy, or
+        // (untrusted) the whole slot region with its zeroed padding, so no
+        // stale line behind the padding reaches the device.
+        let (cpu, phys, len) = match slot {
+            None => (req.cpu, req.phys, req.len),
+            Some(s) => {
+                let before = (s.phys.as_u64() - map_phys.as_u64()) as usize;
+                // SAFETY: `map_phys` is the region start or the copy itself,
+                // `before` bytes ahead of the copy inside the same slot region.
+                (unsafe { s.cpu.sub(before) }, map_phys, map_len)
+            }
         };
         // SAFETY: the range is live memory with this physical address, and
         // nothing references it.
-        let lines = unsafe { self.coherency.clean(CacheRange::new(cpu, phys, req.len)) };
+        let lines = unsafe { self.coherency.clean(CacheRange::new(cpu, phys, len)) };
         stats.add_lines_cleaned(lines);
         Ok((
             dma,

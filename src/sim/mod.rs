@@ -19,14 +19,19 @@
 //!   device or the CPU read wrong bytes.
 //! - [`SimDevice`]: a device's DMA engine, reading and writing at DMA
 //!   addresses through [`BusTranslate`].
+//! - [`SimIommu`]: an IOMMU with an IOTLB and a fault log, for devices
+//!   behind an [`IommuDomain`](crate::iommu::IommuDomain).
 //! - [`SimPlatform`]: both, plus ready-made devices.
 
+mod bounce;
 mod cache;
 mod device;
+mod iommu;
 mod memory;
 
 pub use cache::SimCache;
 pub use device::{Access, BusTranslate, SimDevice, SimFault};
+pub use iommu::{FaultReason, IommuFault, SimIommu, SimIommuBackend};
 pub use memory::{PhysAccessError, SimAllocError, SimBuffer, SimMemory};
 
 use crate::addr::PhysAddr;

@@ -1,0 +1,345 @@
+//! The IOVA range allocator: page frames `[base, limit)` handed out
+//! top-down below each device's limit, as Linux's `alloc_iova` does, with
+//! per-CPU caches of recently freed ranges in front of it.
+//!
+//! Sizes of up to 32 pages are rounded up to a power of two so that freed
+//! ranges can be cached and reused by size; every range is aligned to the
+//! power of two at or above its size (Linux's `size_aligned`). An
+//! allocation tries, in order: this CPU's loaded magazine, its previous
+//! magazine, the depot, the tree of free ranges; and when the tree has no
+//! room, it empties the caches into the tree and tries once more.
+
+use alloc::collections::BTreeMap;
+
+use crate::addr::DmaAddr;
+use crate::iommu::rcache::{MAX_CACHED_PAGES, RCache};
+use crate::iommu::{PAGE_SHIFT, PAGE_SIZE};
+use crate::sync::{AtomicUsize, Mutex, Ordering, lock};
+
+/// A range of IOVA pages handed out by an [`IovaAllocator`]: the proof
+/// that the range is this holder's until it is freed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct IovaAlloc {
+    pfn: u64,
+    pages: u64,
+}
+
+impl IovaAlloc {
+    /// Rebuilds the allocation of a range that needed `needed` pages at
+    /// page frame `pfn`, from what a mapping's handle carries.
+    pub(crate) fn from_mapping(pfn: u64, needed: u64) -> Self {
+        Self {
+            pfn,
+            pages: IovaAllocator::alloc_size(needed),
+        }
+    }
+
+    /// The first page frame number.
+    pub fn pfn(&self) -> u64 {
+        self.pfn
+    }
+
+    /// Pages allocated (the request, rounded up for cacheable sizes).
+    pub fn pages(&self) -> u64 {
+        self.pages
+    }
+
+    /// The first I/O virtual address.
+    pub fn addr(&self) -> DmaAddr {
+        DmaAddr::new(self.pfn << PAGE_SHIFT)
+    }
+
+    /// The length in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.pages << PAGE_SHIFT
+    }
+
+    /// One past the last page frame number.
+    pub(crate) fn end_pfn(&self) -> u64 {
+        self.pfn + self.pages
+    }
+}
+
+/// Free page ranges: start → length, never adjacent, never overlapping.
+#[derive(Default)]
+struct FreeTree {
+    free: BTreeMap<u64, u64>,
+}
+
+impl FreeTree {
+    /// The highest `pages`-page range aligned to `align` that ends at or
+    /// below `limit`, taken out of the tree.
+    fn alloc(&mut self, pages: u64, align: u64, limit: u64) -> Option<u64> {
+        let (start, len, at) = self.free.range(..limit).rev().find_map(|(&start, &len)| {
+            let end = (start + len).min(limit);
+            let at = end.checked_sub(pages)? & !(align - 1);
+            (at >= start).then_some((start, len, at))
+        })?;
+        self.free.remove(&start);
+        if at > start {
+            self.free.insert(start, at - start);
+        }
+        let tail = start + len - (at + pages);
+        if tail > 0 {
+            self.free.insert(at + pages, tail);
+        }
+        Some(at)
+    }
+
+    /// Gives `[pfn, pfn + pages)` back, merging it with its neighbours.
+    fn insert(&mut self, pfn: u64, pages: u64) {
+        let mut start = pfn;
+        let mut len = pages;
+        if let Some((&p, &l)) = self.free.range(..pfn).next_back() {
+            debug_assert!(p + l <= pfn, "IOVA freed twice");
+            if p + l == pfn {
+                self.free.remove(&p);
+                start = p;
+                len += l;
+            }
+        }
+        if let Some((&n, &l)) = self.free.range(pfn..).next() {
+            debug_assert!(pfn + pages <= n, "IOVA freed twice");
+            if pfn + pages == n {
+                self.free.remove(&n);
+                len += l;
+            }
+        }
+        self.free.insert(start, len);
+    }
+}
+
+/// An IOVA range allocator over page frames `[base, limit)`.
+///
+/// Thread-safe: the tree has one lock, each CPU slot of each size class
+/// its own, so that concurrent map and unmap of small buffers on different
+/// CPUs rarely meet.
+///
+/// # Example
+///
+/// ```
+/// use dmacap::iommu::IovaAllocator;
+///
+/// let a = IovaAllocator::new(1, 1 << 20); // page frames 1 .. 2^20 (4 GiB)
+/// let x = a.alloc(3, 1 << 20).unwrap();   // rounded up to 4 pages
+/// assert_eq!((x.pfn(), x.pages()), ((1 << 20) - 4, 4));
+/// assert_eq!(a.free_pages(), (1 << 20) - 1 - 4);
+/// // SAFETY: `x` came from `a`, and nothing uses the range any more.
+/// unsafe { a.free(x) };
+/// assert_eq!(a.alloc(4, 1 << 20).unwrap().pfn(), (1 << 20) - 4); // from the cache
+/// assert_eq!(a.cache_hits(), 1);
+/// ```
+pub struct IovaAllocator {
+    base: u64,
+    limit: u64,
+    tree: Mutex<FreeTree>,
+    rcache: RCache,
+    allocated: AtomicUsize,
+    hits: AtomicUsize,
+    misses: AtomicUsize,
+}
+
+impl IovaAllocator {
+    /// An allocator of the page frames `[base, limit)`.
+    ///
+    /// # Panics
+    ///
+    /// If `base >= limit`.
+    pub fn new(base: u64, limit: u64) -> Self {
+        assert!(base < limit, "an IOVA space needs at least one page");
+        let mut tree = FreeTree::default();
+        tree.insert(base, limit - base);
+        Self {
+            base,
+            limit,
+            tree: Mutex::new(tree),
+            rcache: RCache::new(),
+            allocated: AtomicUsize::new(0),
+            hits: AtomicUsize::new(0),
+            misses: AtomicUsize::new(0),
+        }
+    }
+
+    /// What an allocation of `pages` takes: the next power of two for sizes
+    /// that the caches hold (up to 32 pages), `pages` otherwise.
+    #[inline]
+    pub fn alloc_size(pages: u64) -> u64 {
+        if pages <= MAX_CACHED_PAGES {
+            pages.next_power_of_two()
+        } else {
+            pages
+        }
+    }
+
+    /// Allocates a range of at least `pages` pages ending at or below page
+    /// frame `limit` (exclusive), preferring high addresses. `None` if
+    /// there is no room (or `pages` is zero).
+    pub fn alloc(&self, pages: u64, limit: u64) -> Option<IovaAlloc> {
+        if pages == 0 || pages > self.total_pages() {
+            return None;
+        }
+        let size = Self::alloc_size(pages);
+        let limit = limit.min(self.limit);
+        let cached = size <= MAX_CACHED_PAGES;
+        let pfn = match cached.then(|| self.rcache.get(size, limit)).flatten() {
+            Some(pfn) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                pfn
+            }
+            None => {
+                if cached {
+                    self.misses.fetch_add(1, Ordering::Relaxed);
+                }
+                self.alloc_from_tree(size, limit)?
+            }
+        };
+        self.allocated.fetch_add(size as usize, Ordering::Relaxed);
+        Some(IovaAlloc { pfn, pages: size })
+    }
+
+    /// From the tree; if it has no room, after emptying the caches into it.
+    fn alloc_from_tree(&self, size: u64, limit: u64) -> Option<u64> {
+        let align = size.next_power_of_two();
+        if let Some(pfn) = lock(&self.tree).alloc(size, align, limit) {
+            return Some(pfn);
+        }
+        self.drain_caches();
+        lock(&self.tree).alloc(size, align, limit)
+    }
+
+    /// Gives every cached range back to the tree.
+    pub fn drain_caches(&self) {
+        let mut back = alloc::vec::Vec::new();
+        self.rcache.drain(|pages, pfn| back.push((pfn, pages)));
+        let mut tree = lock(&self.tree);
+        for (pfn, pages) in back {
+            tree.insert(pfn, pages);
+        }
+    }
+
+    /// Gives `a` back: to this CPU's cache for cacheable sizes, to the tree
+    /// otherwise.
+    ///
+    /// # Safety
+    ///
+    /// `a` came from this allocator, and no device can use the range any
+    /// more: its page table entries are cleared and the IOTLB invalidation
+    /// covering them has completed.
+    pub unsafe fn free(&self, a: IovaAlloc) {
+        debug_assert!(self.base <= a.pfn && a.end_pfn() <= self.limit);
+        self.allocated
+            .fetch_sub(a.pages as usize, Ordering::Relaxed);
+        if a.pages <= MAX_CACHED_PAGES {
+            if let Some(spill) = self.rcache.put(a.pages, a.pfn) {
+                let mut tree = lock(&self.tree);
+                spill.into_iter().for_each(|pfn| tree.insert(pfn, a.pages));
+            }
+        } else {
+            lock(&self.tree).insert(a.pfn, a.pages);
+        }
+    }
+
+    /// Pages not allocated: free in the tree or held by the caches. Exact
+    /// when no allocation or free runs at the same time.
+    pub fn free_pages(&self) -> u64 {
+        self.total_pages() - self.allocated.load(Ordering::Relaxed) as u64
+    }
+
+    /// Pages in the space, `limit - base`.
+    pub fn total_pages(&self) -> u64 {
+        self.limit - self.base
+    }
+
+    /// The space, as IOVAs: `[base, limit)` in bytes.
+    pub fn aperture(&self) -> (DmaAddr, DmaAddr) {
+        (
+            DmaAddr::new(self.base * PAGE_SIZE),
+            DmaAddr::new(self.limit * PAGE_SIZE),
+        )
+    }
+
+    /// Allocations of cacheable size served by a magazine or the depot.
+    pub fn cache_hits(&self) -> usize {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Allocations of cacheable size that went to the tree.
+    pub fn cache_misses(&self) -> usize {
+        self.misses.load(Ordering::Relaxed)
+    }
+}
+
+impl core::fmt::Debug for IovaAllocator {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("IovaAllocator")
+            .field("base", &self.base)
+            .field("limit", &self.limit)
+            .field("free_pages", &self.free_pages())
+            .field("cache_hits", &self.cache_hits())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    #[test]
+    fn top_down_aligned_and_below_the_limit() {
+        let a = IovaAllocator::new(1, 1024);
+        let x = a.alloc(1, 1024).unwrap();
+        assert_eq!(x.pfn(), 1023);
+        let y = a.alloc(3, 1024).unwrap();
+        assert_eq!((y.pfn(), y.pages()), (1016, 4), "4-aligned, below x");
+        let z = a.alloc(40, 512).unwrap();
+        assert_eq!(
+            (z.pfn(), z.pages()),
+            (448, 40),
+            "64-aligned, below the limit"
+        );
+        assert_eq!(a.free_pages(), 1023 - 1 - 4 - 40);
+        // SAFETY: all three came from `a` and are unused.
+        unsafe {
+            a.free(z);
+            a.free(y);
+            a.free(x);
+        }
+        assert_eq!(a.free_pages(), 1023);
+    }
+
+    #[test]
+    fn exhaustion_and_draining_the_caches() {
+        let a = IovaAllocator::new(0, 8);
+        let xs: Vec<_> = (0..8).map(|_| a.alloc(1, 8).unwrap()).collect();
+        assert!(a.alloc(1, 8).is_none());
+        assert_eq!(a.free_pages(), 0);
+        for x in xs {
+            // SAFETY: from `a`, unused.
+            unsafe { a.free(x) };
+        }
+        // All eight sit in the 1-page cache; an 8-page request drains it
+        // into the tree, which coalesces them.
+        let big = a.alloc(8, 8).unwrap();
+        assert_eq!(big.pfn(), 0);
+        assert!(a.alloc(1, 8).is_none());
+        // SAFETY: from `a`, unused.
+        unsafe { a.free(big) };
+        assert_eq!(a.free_pages(), 8);
+        assert!(a.alloc(0, 8).is_none());
+        assert!(a.alloc(9, 8).is_none());
+        assert_eq!(a.free_pages(), 8);
+    }
+
+    #[test]
+    fn tree_merges_neighbours() {
+        let mut t = FreeTree::default();
+        t.insert(10, 2);
+        t.insert(14, 2);
+        t.insert(12, 2);
+        assert_eq!(t.free.iter().collect::<Vec<_>>(), [(&10, &6)]);
+        assert_eq!(t.alloc(2, 2, 13), Some(10));
+        assert_eq!(t.free.iter().collect::<Vec<_>>(), [(&12, &4)]);
+        assert_eq!(t.alloc(8, 8, 100), None);
+    }
+}
