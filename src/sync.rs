@@ -134,7 +134,17 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[inline]
 #[allow(dead_code)]
 pub(crate) fn cpu_hint() -> usize {
-    #[cfg(any(feature = "std", dmacap_loom))]
+    // loom's thread ids hash their execution too, which changes from one
+    // explored interleaving to the next and would make the model
+    // non-deterministic; their `Debug` form holds only the stable number.
+    #[cfg(dmacap_loom)]
+    {
+        let id = std::format!("{:?}", loom::thread::current().id());
+        id.bytes().filter(u8::is_ascii_digit).fold(0usize, |n, d| {
+            n.wrapping_mul(10).wrapping_add(usize::from(d - b'0'))
+        })
+    }
+    #[cfg(all(feature = "std", not(dmacap_loom)))]
     {
         use core::hash::{Hash, Hasher};
         let mut h = std::hash::DefaultHasher::new();
