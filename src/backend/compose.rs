@@ -56,7 +56,10 @@ impl MapAttrs {
 ///    implementation that cannot restrict access, like a direct bus, may
 ///    allow more), until [`unmap`](Self::unmap) for it was issued and a
 ///    later [`flush`](Self::flush) completed; `dma + len` lies within the
-///    device's mask. On error nothing is held.
+///    device's mask. On error nothing is held. A translation that defers
+///    invalidation (a lazy IOMMU) may leave the range reachable until its
+///    deferred flush, and must then refuse untrusted devices; it must still
+///    never hand the address out again before that flush.
 /// 2. [`reaches`](Self::reaches) is `true` only if `map` of that range
 ///    would not fail for addressing reasons (window, mask).
 /// 3. If `UNMAP_IS_NOOP`, skipping `unmap` and `flush` leaks nothing.

@@ -199,6 +199,14 @@ pub enum PageTableError {
 
 type Table = [Pte; ENTRIES];
 
+/// An empty table, built on the heap (not on the stack and moved).
+fn new_table() -> Box<Table> {
+    vec![Pte::EMPTY; ENTRIES]
+        .into_boxed_slice()
+        .try_into()
+        .expect("a table has ENTRIES entries")
+}
+
 /// A 4-level I/O page table. See the module docs.
 pub struct PageTable {
     /// Table 0 is the root.
@@ -221,7 +229,7 @@ impl PageTable {
     /// An empty page table: a root and nothing mapped.
     pub fn new() -> Self {
         Self {
-            tables: vec![Box::new([Pte::EMPTY; ENTRIES])],
+            tables: vec![new_table()],
         }
     }
 
@@ -255,7 +263,7 @@ impl PageTable {
                 e.index()
             } else {
                 let new = self.tables.len();
-                self.tables.push(Box::new([Pte::EMPTY; ENTRIES]));
+                self.tables.push(new_table());
                 self.tables[t][i] = Pte::table(new);
                 new
             };
