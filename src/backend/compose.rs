@@ -60,8 +60,9 @@ impl MapAttrs {
 ///    invalidation (a lazy IOMMU) may leave the range reachable until its
 ///    deferred flush, and must then refuse untrusted devices; it must still
 ///    never hand the address out again before that flush.
-/// 2. [`reaches`](Self::reaches) is `true` only if `map` of that range
-///    would not fail for addressing reasons (window, mask).
+/// 2. A range the device cannot address is refused by `map` with
+///    [`MapErrorKind::BeyondMask`] or [`MapErrorKind::NoDmaWindow`] (and
+///    those errors mean only that), so a composition can bounce it.
 /// 3. If `UNMAP_IS_NOOP`, skipping `unmap` and `flush` leaks nothing.
 /// 4. No resource given back by `unmap` (an IOVA) is handed out again
 ///    before the device can no longer use it through the old mapping.
@@ -77,10 +78,6 @@ pub unsafe trait Translation: Send + Sync {
     /// anyway), the IOMMU page size otherwise. An untrusted device's bounce
     /// buffer fills whole granules of this size.
     fn granule(&self) -> usize;
-
-    /// Whether `len` bytes at `phys` can be mapped for `cfg` without
-    /// bouncing (inside a bus window and under the mask, for direct).
-    fn reaches(&self, phys: PhysAddr, len: usize, cfg: &DeviceConfig) -> bool;
 
     /// Makes `[phys, phys + len)` reachable by the device.
     fn map(
@@ -429,17 +426,14 @@ where
     Bo: BouncePolicy,
     K::Phys: PhysJoin<Bo::Phys>,
 {
-    /// Why `len` bytes at `phys` must be bounced, if they must.
-    fn bounce_reason(&self, req: &MapRequest<'_>) -> Option<BounceReason> {
-        let cfg = req.device.config();
-        if !self.translation.reaches(req.phys, req.len, cfg) {
-            return Some(BounceReason::Unreachable);
-        }
+    /// Why the buffer must be bounced before the translation is even
+    /// asked (cheap checks, no translation work), if it must.
+    fn early_bounce_reason(&self, req: &MapRequest<'_>) -> Option<BounceReason> {
         if !req.granule_ok {
             return Some(BounceReason::SharesCacheLine);
         }
         let page = self.translation.granule();
-        if !cfg.is_trusted()
+        if !req.device.config().is_trusted()
             && page > 1
             && !(req.phys.is_aligned(page as u64) && req.len.is_multiple_of(page))
         {
@@ -461,17 +455,28 @@ where
                 len: req.len,
                 page: self.translation.granule(),
             },
-            // Ask the translation: it knows whether it is a window or the mask.
-            BounceReason::Unreachable => {
-                match self
-                    .translation
-                    .map(req.phys, req.len, req.dir, MapAttrs::RAM, req.device)
-                {
-                    Err(e) => e,
-                    Ok(_) => unreachable!("`reaches` said no, `map` said yes: broken Translation"),
-                }
-            }
+            // The translation refuses unreachable buffers itself, with the
+            // precise reason (window or mask); they never come here.
+            BounceReason::Unreachable => unreachable!("early reasons only"),
         }
+    }
+
+    /// Reserves a bounce slot for `req`, aligned and padded for `reason`.
+    fn alloc_bounce(
+        &self,
+        req: &MapRequest<'_>,
+        reason: BounceReason,
+    ) -> Result<Bo::State, MapErrorKind> {
+        let page = self.translation.granule();
+        let line = <K::Granule as typenum::Unsigned>::USIZE;
+        let cfg = req.device.config();
+        let (align, pad) = if !cfg.is_trusted() && page > 1 {
+            (page, page)
+        } else {
+            (line, line)
+        };
+        self.bounce
+            .alloc(req.phys, req.len, align, pad, reason, cfg)
     }
 
     /// The range the device works on: the slot if bounced, the buffer
@@ -543,20 +548,37 @@ where
 
     fn map(&self, req: &MapRequest<'_>) -> Result<(DmaAddr, Self::State), MapErrorKind> {
         let stats = req.device.stats();
-        let reason = self.bounce_reason(req);
-        let bounce = match reason {
-            None => Bo::not_bounced(),
+        let bounce = match self.early_bounce_reason(req) {
             Some(reason) if Bo::NEVER => return Err(self.unbounced_error(req, reason)),
-            Some(reason) => {
-                let page = self.translation.granule();
-                let line = <K::Granule as typenum::Unsigned>::USIZE;
-                let (align, pad) = match reason {
-                    BounceReason::Untrusted => (page, page),
-                    _ if !req.device.config().is_trusted() && page > 1 => (page, page),
-                    _ => (line, line),
-                };
-                self.bounce
-                    .alloc(req.phys, req.len, align, pad, reason, req.device.config())?
+            Some(reason) => self.alloc_bounce(req, reason)?,
+            // The common case: map the buffer where it lies, translating
+            // once; bounce only if the translation cannot address it.
+            None => {
+                match self
+                    .translation
+                    .map(req.phys, req.len, req.dir, MapAttrs::RAM, req.device)
+                {
+                    Ok((dma, translation)) => {
+                        let r = CacheRange::new(req.cpu, req.phys, req.len);
+                        // SAFETY: the buffer is live memory with this
+                        // physical address, given up by its owner.
+                        let lines = unsafe { self.coherency.clean(r) };
+                        stats.add_lines_cleaned(lines);
+                        return Ok((
+                            dma,
+                            ComposedState {
+                                translation,
+                                bounce: Bo::not_bounced(),
+                            },
+                        ));
+                    }
+                    Err(MapErrorKind::BeyondMask { .. } | MapErrorKind::NoDmaWindow { .. })
+                        if !Bo::NEVER =>
+                    {
+                        self.alloc_bounce(req, BounceReason::Unreachable)?
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         };
         let slot = Bo::slot(&bounce);
@@ -684,16 +706,20 @@ where
         &self,
         req: &MmioRequest<'_>,
     ) -> Result<(DmaAddr, Self::State), MapErrorKind> {
-        let cfg = req.device.config();
-        if !self.translation.reaches(req.phys, req.len, cfg) {
-            return Err(MapErrorKind::MmioNeedsBounce {
-                phys: req.phys,
-                len: req.len,
-            });
-        }
-        let (dma, translation) =
-            self.translation
-                .map(req.phys, req.len, req.dir, MapAttrs::MMIO, req.device)?;
+        let (dma, translation) = self
+            .translation
+            .map(req.phys, req.len, req.dir, MapAttrs::MMIO, req.device)
+            .map_err(|e| match e {
+                // MMIO is never bounced: a range the device cannot address
+                // is an error of its own.
+                MapErrorKind::BeyondMask { .. } | MapErrorKind::NoDmaWindow { .. } => {
+                    MapErrorKind::MmioNeedsBounce {
+                        phys: req.phys,
+                        len: req.len,
+                    }
+                }
+                e => e,
+            })?;
         Ok((
             dma,
             ComposedState {

@@ -219,8 +219,8 @@ impl Direct {
 }
 
 // SAFETY: (1) `translate` returns the window's image of the range and checks
-// it against the mask; the bus routes it to that memory. (2) `reaches` is
-// `translate` succeeding. (3) Unmap holds and frees nothing. (4) Nothing is
+// it against the mask; the bus routes it to that memory. (2) Unreachable
+// ranges fail with `NoDmaWindow` or `BeyondMask` and hold nothing. (3) Unmap holds and frees nothing. (4) Nothing is
 // handed out.
 unsafe impl Translation for Direct {
     type State = ();
@@ -229,11 +229,6 @@ unsafe impl Translation for Direct {
     #[inline(always)]
     fn granule(&self) -> usize {
         1
-    }
-
-    #[inline]
-    fn reaches(&self, phys: PhysAddr, len: usize, cfg: &DeviceConfig) -> bool {
-        self.translate(phys, len, cfg).is_ok()
     }
 
     #[inline]

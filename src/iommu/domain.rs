@@ -279,7 +279,7 @@ impl<H: IommuHardware> IommuDomain<H> {
 // lazy mode stale IOTLB entries may outlive `flush` until the queue is
 // flushed: that is only ever reached by a device that breaks `unmap`'s
 // precondition (it has finished with the buffer), and it is refused for
-// untrusted devices, whose misbehaviour is the threat. (2) `reaches` is
+// untrusted devices, whose misbehaviour is the threat. (2) (formerly `reaches`) is
 // `false` exactly when `map` would fail for addressing reasons (the
 // physical range beyond the table's 52-bit output). (3) `UNMAP_IS_NOOP` is
 // `false`. (4) An IOVA is freed only after an invalidation issued after its
@@ -291,11 +291,6 @@ unsafe impl<H: IommuHardware> Translation for IommuDomain<H> {
     #[inline(always)]
     fn granule(&self) -> usize {
         PAGE_SIZE as usize
-    }
-
-    #[inline]
-    fn reaches(&self, phys: PhysAddr, len: usize, _: &DeviceConfig) -> bool {
-        Self::phys_fits(phys, len)
     }
 
     fn map(
@@ -466,8 +461,8 @@ mod tests {
         let dev = device(InvalidationMode::Strict, DeviceConfig::new());
         let d = dev.backend().translation();
         let far = PhysAddr::new((1 << 52) - 4096);
-        assert!(d.reaches(far, 4096, dev.config()));
-        assert!(!d.reaches(far, 4097, dev.config()));
+        assert!(IommuDomain::<crate::sim::SimIommu>::phys_fits(far, 4096));
+        assert!(!IommuDomain::<crate::sim::SimIommu>::phys_fits(far, 4097));
         let r = d.map(
             far,
             4097,
