@@ -212,7 +212,9 @@ where
     pub unsafe fn sync_for_cpu(self) -> Mapped<'d, D, CpuOwned, Buf, B> {
         // SAFETY: forwarded from the caller.
         let handle = unsafe { self.issue_to_cpu() };
-        handle.complete_sync();
+        if Self::CPU_SYNC {
+            handle.device.backend().flush(handle.device.context());
+        }
         handle
     }
 
@@ -296,7 +298,9 @@ where
             // SAFETY: the caller promises the device is finished; `range` is
             // inside the mapping (checked above) and no CPU reference exists.
             unsafe { self.issue_sync_for_cpu(range) };
-            self.complete_sync();
+            if Self::CPU_SYNC {
+                self.device.backend().flush(self.device.context());
+            }
         }
         Ok(self.into_state(CpuOwnedPrefix { len }))
     }
@@ -454,6 +458,14 @@ where
         }
     }
 
+    /// Whether handing this mapping back to the CPU does anything: not for
+    /// a backend whose syncs are no-ops, and not for `ToDevice`, where the
+    /// device wrote nothing the CPU must fetch (Linux's
+    /// `arch_sync_dma_for_cpu` and swiotlb return at once for
+    /// `DMA_TO_DEVICE`). Decided at compile time: a transmit completion
+    /// costs no barrier.
+    pub(crate) const CPU_SYNC: bool = !B::SYNC_IS_NOOP && D::VALUE.device_writes();
+
     /// Issues the CPU-side maintenance for `range` without completing it.
     ///
     /// # Safety
@@ -462,7 +474,7 @@ where
     /// no CPU reference to it exists.
     #[inline]
     pub(crate) unsafe fn issue_sync_for_cpu(&self, range: SyncRange) {
-        if !B::SYNC_IS_NOOP {
+        if Self::CPU_SYNC {
             // SAFETY: forwarded from the caller; the mapping is live.
             unsafe {
                 self.device
@@ -557,7 +569,7 @@ where
         }
         if let Some(first) = self.own.cpu_stale_from() {
             let offset = first * elem;
-            if !B::SYNC_IS_NOOP && offset < len {
+            if Self::CPU_SYNC && offset < len {
                 // SAFETY: the device is finished (caller); the range is the
                 // part of the mapping the CPU has not seen, so no CPU
                 // reference covers it.

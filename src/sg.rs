@@ -174,6 +174,10 @@ where
     Buf: DmaBuffer,
     B: Backend,
 {
+    /// Whether handing the list back to the CPU issues anything (see
+    /// `Mapped::CPU_SYNC`).
+    const CPU_SYNC: bool = Mapped::<'d, D, S, Buf, B>::CPU_SYNC;
+
     /// How many buffers the list holds.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -230,7 +234,10 @@ where
             .into_iter()
             .map(|h| unsafe { h.issue_to_cpu() })
             .collect();
-        complete(device, !entries.is_empty());
+        complete(
+            device,
+            !entries.is_empty() && SgMapped::<'d, D, CpuOwned, Buf, B>::CPU_SYNC,
+        );
         SgMapped { device, entries }
     }
 

@@ -95,11 +95,19 @@ fn every_flavor_keeps_the_bytes_and_counts_lines() {
         let back = unsafe { h.unmap() };
         assert_eq!(back[3].0[GRANULE - 1], 0xa5, "{flavor:?}");
         assert_eq!(back[0].0[0], 0x5a);
-        // ToDevice: nothing to invalidate on the way back.
+        // ToDevice: nothing to invalidate on the way back, and no barrier.
         let h = dev.map::<ToDevice, _>(lines(2, 1)).unwrap();
+        let barriers = dev.stats().barriers();
         // SAFETY: no device exists.
-        drop(unsafe { h.sync_for_cpu() });
+        let h = unsafe { h.sync_for_cpu() };
+        assert_eq!(dev.stats().barriers(), barriers, "{flavor:?}");
+        drop(h);
         assert_eq!(dev.stats().lines_invalidated(), 8, "{flavor:?}");
+        assert_eq!(
+            dev.stats().barriers(),
+            barriers,
+            "{flavor:?}: unmap of ToDevice"
+        );
     }
 }
 

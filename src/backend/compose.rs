@@ -655,9 +655,10 @@ where
     }
 
     unsafe fn sync_for_cpu(&self, m: &Mapping<'_, Self>, state: &Self::State, range: SyncRange) {
-        if m.dir == DmaDirection::ToDevice {
-            return; // the device only read
-        }
+        debug_assert!(
+            m.dir.device_writes(),
+            "dmacap never syncs ToDevice for the CPU"
+        );
         let phys = m.phys.get().unwrap_or(PhysAddr::new(0));
         let r = Self::device_range(m, state, phys, range);
         // SAFETY: live memory of this mapping; the device is finished and

@@ -257,7 +257,8 @@ pub unsafe trait Backend {
     unsafe fn sync_for_device(&self, m: &Mapping<'_, Self>, state: &Self::State, range: SyncRange);
 
     /// Issues the maintenance that hands `range` of the mapping back to the
-    /// CPU.
+    /// CPU. dmacap never calls it for a `ToDevice` mapping (the device wrote
+    /// nothing the CPU must fetch), nor completes a flush for one.
     ///
     /// # Safety
     ///

@@ -115,7 +115,7 @@ impl<D: Direction, Buf: DmaBuffer, B: Backend> Settle for Mapped<'_, D, CpuOwned
 
     #[inline]
     fn needs_flush(&self) -> bool {
-        !B::SYNC_IS_NOOP
+        Self::CPU_SYNC
     }
 
     fn device_key(&self) -> *const () {
