@@ -18,7 +18,7 @@ use core::ptr::NonNull;
 
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
-use crate::direction::{Bidirectional, Direction, FromDevice, ToDevice};
+use crate::direction::{Bidirectional, Direction, Enforcement, FromDevice, ToDevice, Unenforced};
 
 mod sealed {
     pub trait Sealed {}
@@ -53,27 +53,49 @@ impl<T> DmaTarget for [T] {
     }
 }
 
-/// Contents that may travel in direction `D` (rule 4 of the design):
+/// Contents that may travel in direction `D` on a backend whose hardware
+/// enforcement of directions is `E` (rules 4 and the threat model of the
+/// design: a device may write any byte its mappings and the hardware
+/// allow, and safe code never reads an invalid value because of it):
 ///
 /// - [`ToDevice`]: the device reads the bytes, so `T: IntoBytes` (no padding
-///   bytes, which would leak uninitialised memory to the device);
+///   bytes, which would leak uninitialised memory to the device). Without
+///   an IOMMU ([`Unenforced`]) nothing stops the device from writing the
+///   buffer anyway, and the CPU reads it again after the transfer (the
+///   buffer comes back from unmap), so `T: FromBytes` too: a `Box<bool>`
+///   mapped to a direct device would come back holding `2`. Behind an
+///   IOMMU ([`Enforced`](crate::direction::Enforced)) the mapping is read-only and `IntoBytes` is
+///   enough.
 /// - [`FromDevice`]: the device writes arbitrary bytes the CPU then reads as
 ///   `T`, so `T: FromBytes` (every bit pattern is a valid `T`), and
 ///   `T: Immutable`, because a CPU write through a shared reference
 ///   (`Cell::set`) would be a CPU write into a buffer the CPU must not write;
-/// - [`Bidirectional`] needs both.
+/// - [`Bidirectional`] needs `IntoBytes + FromBytes`.
 ///
-/// Implemented for every type that qualifies; never implement it by hand.
+/// Implemented for every type that qualifies and sealed: it cannot be
+/// implemented by hand.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be transferred in direction `{D}`",
-    note = "`ToDevice` needs `IntoBytes` (no padding), `FromDevice` needs `FromBytes + Immutable`, \
-            `Bidirectional` needs all three"
+    message = "`{Self}` cannot be transferred in direction `{D}` on this backend",
+    label = "the device could write bytes that are not a valid `{Self}`, or read padding",
+    note = "`ToDevice` needs `IntoBytes` (no padding), and also `FromBytes` unless an IOMMU keeps \
+            the mapping read-only (a device on a plain bus can write what it was given to read); \
+            `FromDevice` needs `FromBytes + Immutable`; `Bidirectional` needs `IntoBytes + FromBytes`"
 )]
-pub trait Transfer<D: Direction> {}
+pub trait Transfer<D: Direction, E: Enforcement = Unenforced>: transfer::Sealed<D, E> {}
 
-impl<T: ?Sized + IntoBytes> Transfer<ToDevice> for T {}
-impl<T: ?Sized + FromBytes + Immutable> Transfer<FromDevice> for T {}
-impl<T: ?Sized + IntoBytes + FromBytes> Transfer<Bidirectional> for T {}
+impl<T: ?Sized + transfer::Sealed<D, E>, D: Direction, E: Enforcement> Transfer<D, E> for T {}
+
+mod transfer {
+    use super::*;
+    use crate::direction::read_back::ReadBack;
+
+    /// The real rules; `Transfer` is implemented exactly where these are.
+    pub trait Sealed<D, E> {}
+
+    impl<T: ?Sized + IntoBytes, E: Enforcement + ReadBack<T>> Sealed<ToDevice, E> for T {}
+    impl<T: ?Sized + FromBytes + Immutable, E: Enforcement> Sealed<FromDevice, E> for T {}
+    impl<T: ?Sized + IntoBytes + FromBytes, E: Enforcement> Sealed<Bidirectional, E> for T {}
+}
 
 /// Owned memory with a stable address that can be mapped for DMA.
 ///
@@ -264,13 +286,18 @@ unsafe impl DmaBuffer for RawBuffer {
 /// # Safety
 ///
 /// `align_of::<Self>() >= G::USIZE` and `size_of::<Self>() % G::USIZE == 0`.
-pub unsafe trait LineAligned<G: typenum::Unsigned>: Sized {
+pub unsafe trait LineAligned<G: typenum::Unsigned>: Sized {}
+
+/// The compile-time re-check of a [`LineAligned`] promise. It lives outside
+/// the trait so that an implementation cannot override it.
+struct LineCheck<T, G>(core::marker::PhantomData<(T, G)>);
+
+impl<T, G: typenum::Unsigned> LineCheck<T, G> {
     /// Evaluated at compile time wherever the type is mapped; fails the
     /// build if the promise is false.
-    #[doc(hidden)]
     const CHECK: () = assert!(
-        core::mem::align_of::<Self>() >= G::USIZE
-            && core::mem::size_of::<Self>().is_multiple_of(G::USIZE),
+        core::mem::align_of::<T>() >= G::USIZE
+            && core::mem::size_of::<T>().is_multiple_of(G::USIZE),
         "LineAligned<G> implemented for a type that is not aligned to G or not a multiple of G in size"
     );
 }
@@ -297,44 +324,62 @@ pub unsafe trait LineAligned<G: typenum::Unsigned>: Sized {
             (a `#[repr(C, align(64))]` type padded to whole lines, say); \
             byte buffers (`[u8]`) are checked at map time instead"
 )]
-pub trait CacheSafe<G> {
-    /// Whether the address and length must be checked at map time.
-    const CHECK_AT_MAP: bool;
-    /// Compile-time check of a [`LineAligned`] promise (unit otherwise).
-    #[doc(hidden)]
-    const CHECK: ();
+pub trait CacheSafe<G>: cache_safe::Sealed<G> {}
+
+impl<T: ?Sized + cache_safe::Sealed<G>, G> CacheSafe<G> for T {}
+
+/// Whether contents of this type must have their address and length
+/// checked at map time (byte buffers on a non-coherent backend), and the
+/// compile-time check of a [`LineAligned`] promise; crate-private, so no
+/// implementation can change either.
+pub(crate) fn check_at_map<T: ?Sized + CacheSafe<G>, G>() -> bool {
+    #[allow(clippy::let_unit_value)]
+    let () = const { <T as cache_safe::Sealed<G>>::CHECK };
+    <T as cache_safe::Sealed<G>>::CHECK_AT_MAP
 }
 
-impl<T: ?Sized> CacheSafe<typenum::U1> for T {
-    const CHECK_AT_MAP: bool = false;
-    const CHECK: () = ();
-}
+mod cache_safe {
+    use super::{LineAligned, LineCheck};
 
-macro_rules! cache_safe_granules {
-    ($($g:ty),*) => {$(
-        impl<T: LineAligned<$g>> CacheSafe<$g> for T {
-            const CHECK_AT_MAP: bool = false;
-            const CHECK: () = <T as LineAligned<$g>>::CHECK;
-        }
-        impl<T: LineAligned<$g>> CacheSafe<$g> for [T] {
-            const CHECK_AT_MAP: bool = false;
-            const CHECK: () = <T as LineAligned<$g>>::CHECK;
-        }
-        impl CacheSafe<$g> for [u8] {
-            const CHECK_AT_MAP: bool = true;
-            const CHECK: () = ();
-        }
-        impl<const N: usize> CacheSafe<$g> for [u8; N] {
-            const CHECK_AT_MAP: bool = true;
-            const CHECK: () = ();
-        }
-    )*};
-}
+    /// The real rules; `CacheSafe` is implemented exactly where these are.
+    pub trait Sealed<G> {
+        /// Whether the address and length must be checked at map time.
+        const CHECK_AT_MAP: bool;
+        /// Compile-time check of a [`LineAligned`] promise (unit otherwise).
+        const CHECK: ();
+    }
 
-cache_safe_granules!(
-    typenum::U16,
-    typenum::U32,
-    typenum::U64,
-    typenum::U128,
-    typenum::U256
-);
+    impl<T: ?Sized> Sealed<typenum::U1> for T {
+        const CHECK_AT_MAP: bool = false;
+        const CHECK: () = ();
+    }
+
+    macro_rules! cache_safe_granules {
+        ($($g:ty),*) => {$(
+            impl<T: LineAligned<$g>> Sealed<$g> for T {
+                const CHECK_AT_MAP: bool = false;
+                const CHECK: () = LineCheck::<T, $g>::CHECK;
+            }
+            impl<T: LineAligned<$g>> Sealed<$g> for [T] {
+                const CHECK_AT_MAP: bool = false;
+                const CHECK: () = LineCheck::<T, $g>::CHECK;
+            }
+            impl Sealed<$g> for [u8] {
+                const CHECK_AT_MAP: bool = true;
+                const CHECK: () = ();
+            }
+            impl<const N: usize> Sealed<$g> for [u8; N] {
+                const CHECK_AT_MAP: bool = true;
+                const CHECK: () = ();
+            }
+        )*};
+    }
+
+    cache_safe_granules!(
+        typenum::U16,
+        typenum::U32,
+        typenum::U64,
+        typenum::U128,
+        typenum::U256
+    );
+}

@@ -6,6 +6,7 @@ use crate::buffer::{CacheSafe, DmaBuffer, Transfer};
 use crate::direction::{Bidirectional, DevOwned, Direction, FromDevice, ToDevice};
 use crate::error::MapError;
 use crate::handle::Mapped;
+use crate::platform::DeviceId;
 use crate::sync::{AtomicUsize, Ordering};
 
 /// A device's addressing limits and trust, as a driver declares them at
@@ -213,11 +214,17 @@ impl DeviceStats {
 /// What a backend sees of the device: its limits and its counters.
 #[derive(Debug)]
 pub struct DeviceContext {
+    id: DeviceId,
     config: DeviceConfig,
     stats: DeviceStats,
 }
 
 impl DeviceContext {
+    /// The device's identity, unique for the life of the program.
+    pub fn id(&self) -> DeviceId {
+        self.id
+    }
+
     /// The device's limits.
     pub fn config(&self) -> &DeviceConfig {
         &self.config
@@ -265,6 +272,7 @@ impl<B: Backend> Device<B> {
         Self {
             backend,
             ctx: DeviceContext {
+                id: DeviceId::fresh(),
                 config,
                 stats: DeviceStats::new(),
             },
@@ -289,6 +297,11 @@ impl<B: Backend> Device<B> {
     /// What backends see: limits and counters.
     pub fn context(&self) -> &DeviceContext {
         &self.ctx
+    }
+
+    /// The device's identity, unique for the life of the program.
+    pub fn id(&self) -> DeviceId {
+        self.ctx.id
     }
 
     /// How many handles were dropped while this device owned them; their
@@ -323,7 +336,7 @@ impl<B: Backend> Device<B> {
         buf: Buf,
     ) -> Result<Mapped<'_, D, DevOwned, Buf, B>, MapError<Buf>>
     where
-        Buf::Target: Transfer<D> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<D, B::Enforcement> + CacheSafe<B::Granule>,
     {
         Mapped::map(self, buf)
     }
@@ -335,7 +348,7 @@ impl<B: Backend> Device<B> {
         buf: Buf,
     ) -> Result<Mapped<'_, ToDevice, DevOwned, Buf, B>, MapError<Buf>>
     where
-        Buf::Target: Transfer<ToDevice> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<ToDevice, B::Enforcement> + CacheSafe<B::Granule>,
     {
         Mapped::map(self, buf)
     }
@@ -347,7 +360,7 @@ impl<B: Backend> Device<B> {
         buf: Buf,
     ) -> Result<Mapped<'_, FromDevice, DevOwned, Buf, B>, MapError<Buf>>
     where
-        Buf::Target: Transfer<FromDevice> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<FromDevice, B::Enforcement> + CacheSafe<B::Granule>,
     {
         Mapped::map(self, buf)
     }
@@ -359,7 +372,7 @@ impl<B: Backend> Device<B> {
         buf: Buf,
     ) -> Result<Mapped<'_, Bidirectional, DevOwned, Buf, B>, MapError<Buf>>
     where
-        Buf::Target: Transfer<Bidirectional> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<Bidirectional, B::Enforcement> + CacheSafe<B::Granule>,
     {
         Mapped::map(self, buf)
     }

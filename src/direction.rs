@@ -174,3 +174,61 @@ impl Ownership for CpuOwnedPrefix {
 
 impl CpuState for CpuOwned {}
 impl CpuState for CpuOwnedPrefix {}
+
+/// Whether the hardware between a device and memory enforces a mapping's
+/// direction: [`Unenforced`] (a bus without an IOMMU lets a device write a
+/// buffer it was given to read) or [`Enforced`] (an IOMMU maps a `ToDevice`
+/// buffer read-only). Sealed.
+///
+/// It decides what a CPU read of a `ToDevice` buffer needs: the device may
+/// have written it unless the hardware stopped it, so without enforcement
+/// the contents must be valid for any bytes (`FromBytes`), see
+/// [`Transfer`](crate::Transfer).
+pub trait Enforcement:
+    sealed::Sealed
+    + Send
+    + Sync
+    + 'static
+    + read_back::ReadBack<[u8]>
+    + read_back::ReadBack<u8>
+    + read_back::ReadBack<[u16]>
+    + read_back::ReadBack<[u32]>
+    + read_back::ReadBack<[u64]>
+{
+    /// Whether a device is kept to its mapping's direction.
+    const ENFORCED: bool;
+}
+
+pub(crate) mod read_back {
+    use zerocopy::FromBytes;
+
+    /// The CPU may read a `T` back from a `ToDevice` mapping under this
+    /// enforcement: always behind an IOMMU, only for `FromBytes` types on
+    /// a plain bus. Sealed (public in a private module). The byte and
+    /// integer buffers are supertraits of [`Enforcement`](super::Enforcement),
+    /// so driver code generic over a backend maps them without a bound.
+    pub trait ReadBack<T: ?Sized> {}
+
+    impl<T: ?Sized + FromBytes> ReadBack<T> for super::Unenforced {}
+    impl<T: ?Sized> ReadBack<T> for super::Enforced {}
+}
+
+/// The hardware does not keep a device to its mapping's direction: direct
+/// translation, where a device can write any byte it was given, even for
+/// [`ToDevice`].
+#[derive(Debug, Clone, Copy)]
+pub enum Unenforced {}
+
+/// The hardware keeps a device to its mapping's direction: an IOMMU whose
+/// entries for a [`ToDevice`] mapping are read-only.
+#[derive(Debug, Clone, Copy)]
+pub enum Enforced {}
+
+impl sealed::Sealed for Unenforced {}
+impl sealed::Sealed for Enforced {}
+impl Enforcement for Unenforced {
+    const ENFORCED: bool = false;
+}
+impl Enforcement for Enforced {
+    const ENFORCED: bool = true;
+}

@@ -21,7 +21,7 @@ use core::ptr::NonNull;
 
 use crate::addr::DmaAddr;
 use crate::backend::{Backend, MapRequest, Mapping, PhysSlot, SyncRange};
-use crate::buffer::{CacheSafe, DmaBuffer, DmaTarget, Transfer};
+use crate::buffer::{CacheSafe, DmaBuffer, DmaTarget, Transfer, check_at_map};
 use crate::device::Device;
 use crate::direction::{
     CpuOwned, CpuOwnedPrefix, CpuState, CpuWritable, DevOwned, DeviceWritable, Direction,
@@ -74,26 +74,33 @@ where
     _owns: PhantomData<(fn() -> D, Buf)>,
 }
 
-// SAFETY: the handle owns the buffer (hence `Buf: Send` and its `Keep`),
-// borrows the device (hence `B: Sync`), and owns the backend state. The raw
-// pointer is only dereferenced through `&self`/`&mut self` in CPU states.
+// SAFETY: the handle owns the buffer (hence `Buf: Send`, its `Keep`, and
+// the contents it hands out by `&mut` after the move: `Buf::Target: Send`),
+// borrows the device (hence `B: Sync`), and owns the backend state
+// (`Send + Sync` by the trait). The raw pointer is only dereferenced
+// through `&self`/`&mut self` in CPU states.
 unsafe impl<D, S, Buf, B> Send for Mapped<'_, D, S, Buf, B>
 where
     D: Direction,
     S: Ownership,
     Buf: DmaBuffer + Send,
+    Buf::Target: Send,
     Buf::Keep: Send,
     B: Backend + Sync,
 {
 }
 
-// SAFETY: `&Mapped` gives `&Buf::Target` (shared contents, so `Buf: Sync`),
-// `&Device<B>` (so `B: Sync`) and nothing mutable.
+// SAFETY: what `&Mapped` gives out is `&Buf::Target` (so the contents
+// themselves must be `Sync`: `Buf: Sync` alone says nothing of a target
+// such as `[Cell<u8>]`), `&Device<B>` (so `B: Sync`), `&B::State` (`Sync`
+// by the trait) and nothing of `Buf` or `Keep` (required `Sync` anyway, so
+// a later accessor cannot break this).
 unsafe impl<D, S, Buf, B> Sync for Mapped<'_, D, S, Buf, B>
 where
     D: Direction,
     S: Ownership,
     Buf: DmaBuffer + Sync,
+    Buf::Target: Sync,
     Buf::Keep: Sync,
     B: Backend + Sync,
 {
@@ -123,7 +130,7 @@ where
 {
     pub(crate) fn map(device: &'d Device<B>, buf: Buf) -> Result<Self, MapError<Buf>>
     where
-        Buf::Target: Transfer<D> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<D, B::Enforcement> + CacheSafe<B::Granule>,
     {
         let handle = Self::map_issue(device, buf)?;
         handle.complete_sync();
@@ -136,11 +143,10 @@ where
     /// [`granted`](Self::granted) before the DMA address reaches a device.
     pub(crate) fn map_issue(device: &'d Device<B>, buf: Buf) -> Result<Self, MapError<Buf>>
     where
-        Buf::Target: Transfer<D> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<D, B::Enforcement> + CacheSafe<B::Granule>,
     {
-        // Fails the build if a `LineAligned` promise is false.
-        #[allow(clippy::let_unit_value)]
-        let () = const { <Buf::Target as CacheSafe<B::Granule>>::CHECK };
+        // Also fails the build if a `LineAligned` promise is false.
+        let check_granule = check_at_map::<Buf::Target, B::Granule>();
         let (ptr, keep) = buf.into_raw_parts();
         let len = <Buf::Target as DmaTarget>::byte_len(ptr);
         let cpu = ptr.cast::<u8>();
@@ -149,7 +155,7 @@ where
             return Err(unsafe { refuse(ptr, keep, MapErrorKind::ZeroLength) });
         }
         let granule = <B::Granule as typenum::Unsigned>::USIZE;
-        let granule_ok = !<Buf::Target as CacheSafe<B::Granule>>::CHECK_AT_MAP
+        let granule_ok = !check_granule
             || ((cpu.as_ptr() as usize).is_multiple_of(granule) && len.is_multiple_of(granule));
         let Some(phys) = device.backend().platform().phys_of(cpu, len) else {
             let kind = MapErrorKind::NoPhysAddr {
@@ -172,7 +178,11 @@ where
             device: device.context(),
             granule_ok,
         };
-        match device.backend().map(&req) {
+        // SAFETY: the buffer was given up (`into_raw_parts`): its bytes are
+        // valid, initialised, physically contiguous from `phys` (the
+        // platform's promise), and only this handle reaches them until it
+        // rebuilds the buffer, or never again if it is leaked.
+        match unsafe { device.backend().map(&req) } {
             Ok((dma, map_state)) => Ok(Self {
                 device,
                 ptr,
@@ -211,22 +221,27 @@ where
     #[inline]
     pub unsafe fn sync_for_cpu(self) -> Mapped<'d, D, CpuOwned, Buf, B> {
         // SAFETY: forwarded from the caller.
-        let handle = unsafe { self.issue_to_cpu() };
+        unsafe { self.issue_to_cpu() };
         if Self::CPU_SYNC {
-            handle.device.backend().flush(handle.device.context());
+            // Still device-owned while the maintenance completes: if the
+            // barrier unwinds, the handle is quarantined, never freed.
+            self.device.backend().flush(self.device.context());
         }
-        handle
+        self.into_state(CpuOwned)
     }
 
     /// Takes the buffer back from the device and issues the CPU-side
-    /// maintenance without completing it: the caller must `flush` before
-    /// the handle leaves dmacap.
+    /// maintenance without completing it. The handle stays device-owned
+    /// (so an unwinding flush quarantines it) until the caller has flushed
+    /// and turned it CPU-owned with [`into_cpu_owned`](Self::into_cpu_owned).
     ///
     /// # Safety
     ///
-    /// As for [`sync_for_cpu`](Self::sync_for_cpu).
+    /// As for [`sync_for_cpu`](Self::sync_for_cpu); called at most once
+    /// before `into_cpu_owned`, and the handle is not handed to a device or
+    /// unmapped in between.
     #[inline]
-    pub(crate) unsafe fn issue_to_cpu(self) -> Mapped<'d, D, CpuOwned, Buf, B> {
+    pub(crate) unsafe fn issue_to_cpu(&self) {
         let len = self.byte_len();
         // SAFETY: the device was given the buffer earlier (map or
         // sync_for_device) and the caller promises it is finished.
@@ -234,6 +249,12 @@ where
         // SAFETY: the caller promises the device is finished; the handle is
         // device-owned, so no CPU reference exists.
         unsafe { self.issue_sync_for_cpu(SyncRange::whole(len)) };
+    }
+
+    /// The handle, CPU-owned, once [`issue_to_cpu`](Self::issue_to_cpu)'s
+    /// maintenance has been completed by a flush on this thread.
+    #[inline(always)]
+    pub(crate) fn into_cpu_owned(self) -> Mapped<'d, D, CpuOwned, Buf, B> {
         self.into_state(CpuOwned)
     }
 
@@ -488,18 +509,19 @@ where
     ///
     /// # Safety
     ///
-    /// As for [`PhysLookup::ownership_changed`]: for `Side::Device` no CPU
-    /// reference to the buffer exists until the next `Side::Cpu`; for
-    /// `Side::Cpu` the buffer was handed to the device before.
+    /// As for [`PhysLookup::ownership_changed`](crate::platform::PhysLookup::ownership_changed):
+    /// for `Side::Device` no CPU reference to the buffer exists until the
+    /// next `Side::Cpu`; for `Side::Cpu` the buffer was handed to the device
+    /// before.
     #[inline(always)]
     pub(crate) unsafe fn hand_over(&self, to: Side) {
-        // SAFETY: forwarded from the caller; the pointer is valid for the
-        // handle's bytes as long as the handle lives (it owns the buffer).
+        // SAFETY: forwarded from the caller; the mapping is live, and the
+        // pointer is valid for the handle's bytes as long as the handle
+        // lives (it owns the buffer).
         unsafe {
             self.device
                 .backend()
-                .platform()
-                .ownership_changed(self.ptr.cast(), self.byte_len(), to)
+                .hand_over(&self.mapping(), &self.map_state, to)
         };
     }
 
@@ -509,13 +531,6 @@ where
         if !B::SYNC_IS_NOOP {
             self.device.backend().flush(self.device.context());
         }
-    }
-
-    /// Quarantines the buffer as if the device still owned it: never
-    /// unmapped, never freed, and counted.
-    pub(crate) fn quarantine(self) {
-        self.device.stats().record_leak(self.byte_len());
-        core::mem::forget(self);
     }
 
     /// The same mapping in another ownership state.
@@ -659,6 +674,7 @@ impl<'d, Buf: DmaBuffer, B: Backend> PendingUnmap<'d, Buf, B> {
 unsafe impl<Buf, B> Send for PendingUnmap<'_, Buf, B>
 where
     Buf: DmaBuffer + Send,
+    Buf::Target: Send,
     Buf::Keep: Send,
     B: Backend + Sync,
 {

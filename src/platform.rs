@@ -26,22 +26,49 @@ pub unsafe trait PhysLookup {
     /// `None` when they are not contiguous, pinned RAM.
     fn phys_of(&self, cpu: NonNull<u8>, len: usize) -> Option<PhysAddr>;
 
-    /// Told whenever mapped memory changes hands. Real platforms ignore it
+    /// Told whenever memory a device reaches changes hands: the range the
+    /// device works on (the buffer itself, or its bounce slot) and the
+    /// device it is given to or taken back from. Real platforms ignore it
     /// (the default does nothing and compiles to nothing); a platform that
-    /// runs the device in-process, like the simulator, uses it to let the
-    /// device touch only memory it owns, through the handle's own pointer.
+    /// runs the device in-process, like the simulator, uses it to let each
+    /// device touch only its own live mappings, through the pointer given
+    /// here.
     ///
     /// # Safety
     ///
     /// The caller promises the claim is true: for [`Side::Device`], no CPU
-    /// reference to the `len` bytes at `cpu` exists from now until a later
-    /// call with [`Side::Cpu`] for the same range, and `cpu` is valid for
-    /// reads and writes of them in that time; for [`Side::Cpu`], the range
-    /// was given to the device by an earlier call. dmacap's handles make
-    /// these calls at map, `sync_for_device`, `sync_for_cpu` and unmap.
+    /// reference to the `len` bytes at `cpu` exists and no CPU code reads or
+    /// writes them from now until a later call with [`Side::Cpu`] for the
+    /// same range and device, and `cpu` is valid for reads and writes of
+    /// them in that time; for [`Side::Cpu`], the range was given to
+    /// `device` by an earlier call and not taken back since. dmacap's
+    /// handles make these calls at map, `sync_for_device`, `sync_for_cpu`
+    /// and unmap, through [`Backend::hand_over`](crate::backend::Backend::hand_over).
     #[inline(always)]
-    unsafe fn ownership_changed(&self, cpu: NonNull<u8>, len: usize, to: Side) {
-        let _ = (cpu, len, to);
+    unsafe fn ownership_changed(&self, cpu: NonNull<u8>, len: usize, to: Side, device: DeviceId) {
+        let _ = (cpu, len, to, device);
+    }
+}
+
+/// Which device a mapping belongs to: unique for the life of the program
+/// (a device made later never gets the id of one dropped earlier), so a
+/// platform can keep each device to its own mappings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DeviceId(u64);
+
+impl DeviceId {
+    /// A fresh id, never handed out before. Every [`Device`](crate::Device)
+    /// takes one; tests of a platform hook may take their own.
+    pub fn fresh() -> Self {
+        // Not a loom-modelled atomic: ids only need to be distinct, and a
+        // static cannot hold a loom type.
+        static NEXT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, core::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The id as a number (for logs and fault records).
+    pub const fn as_u64(self) -> u64 {
+        self.0
     }
 }
 
@@ -63,9 +90,9 @@ unsafe impl<P: PhysLookup + ?Sized> PhysLookup for &P {
     }
 
     #[inline(always)]
-    unsafe fn ownership_changed(&self, cpu: NonNull<u8>, len: usize, to: Side) {
+    unsafe fn ownership_changed(&self, cpu: NonNull<u8>, len: usize, to: Side, device: DeviceId) {
         // SAFETY: the caller's promise, passed on unchanged.
-        unsafe { (**self).ownership_changed(cpu, len, to) }
+        unsafe { (**self).ownership_changed(cpu, len, to, device) }
     }
 }
 
@@ -78,9 +105,9 @@ unsafe impl<P: PhysLookup + ?Sized> PhysLookup for alloc::sync::Arc<P> {
     }
 
     #[inline(always)]
-    unsafe fn ownership_changed(&self, cpu: NonNull<u8>, len: usize, to: Side) {
+    unsafe fn ownership_changed(&self, cpu: NonNull<u8>, len: usize, to: Side, device: DeviceId) {
         // SAFETY: the caller's promise, passed on unchanged.
-        unsafe { (**self).ownership_changed(cpu, len, to) }
+        unsafe { (**self).ownership_changed(cpu, len, to, device) }
     }
 }
 

@@ -16,7 +16,7 @@ use crate::addr::DmaAddr;
 use crate::backend::Backend;
 use crate::buffer::{CacheSafe, DmaBuffer, Transfer};
 use crate::device::{Device, DeviceConfig};
-use crate::direction::{CpuOwned, CpuState, DevOwned, Direction, Ownership};
+use crate::direction::{CpuOwned, CpuState, CpuWritable, DevOwned, Direction, Ownership};
 use crate::error::{MapErrorKind, RangeError};
 use crate::handle::Mapped;
 
@@ -93,7 +93,7 @@ impl<B: Backend> Device<B> {
     where
         D: Direction,
         Buf: DmaBuffer,
-        Buf::Target: Transfer<D> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<D, B::Enforcement> + CacheSafe<B::Granule>,
         I: IntoIterator<Item = Buf>,
     {
         let mut bufs = bufs.into_iter();
@@ -227,17 +227,23 @@ where
     ///
     /// As for [`Mapped::sync_for_cpu`], for every buffer of the list.
     pub unsafe fn sync_for_cpu(self) -> SgMapped<'d, D, CpuOwned, Buf, B> {
+        for h in &self.entries {
+            // SAFETY: forwarded from the caller; each handle is issued once
+            // and stays device-owned until the flush below has completed.
+            unsafe { h.issue_to_cpu() };
+        }
+        // The list is still device-owned while the maintenance completes:
+        // if the barrier unwinds, dropping it quarantines every buffer.
+        complete(
+            self.device,
+            !self.entries.is_empty() && SgMapped::<'d, D, CpuOwned, Buf, B>::CPU_SYNC,
+        );
         let device = self.device;
-        // SAFETY: forwarded from the caller; nothing leaves before the flush.
-        let entries: Vec<_> = self
+        let entries = self
             .take()
             .into_iter()
-            .map(|h| unsafe { h.issue_to_cpu() })
+            .map(Mapped::into_cpu_owned)
             .collect();
-        complete(
-            device,
-            !entries.is_empty() && SgMapped::<'d, D, CpuOwned, Buf, B>::CPU_SYNC,
-        );
         SgMapped { device, entries }
     }
 
@@ -323,16 +329,47 @@ where
         SgMapped { device, entries }
     }
 
-    /// The handles, for CPU views and writes.
-    pub fn as_mut_slice(&mut self) -> &mut [Mapped<'d, D, S, Buf, B>] {
-        &mut self.entries
-    }
-
     /// Unmaps the whole list with one completion and gives the buffers back.
     pub fn unmap(self) -> Vec<Buf> {
         let device = self.device;
         // SAFETY: in a CPU state the device has finished with every buffer.
         unsafe { unmap_all(device, self.take()) }
+    }
+}
+
+impl<'d, D, Buf, B> SgMapped<'d, D, CpuOwned, Buf, B>
+where
+    D: Direction,
+    Buf: DmaBuffer,
+    B: Backend,
+{
+    /// The contents of buffer `i`, for writing (directions the CPU may
+    /// write). The list hands out contents, never its handles: a handle
+    /// cannot be swapped for another device's, so every completion the
+    /// list issues is on its own device.
+    pub fn contents_mut(&mut self, i: usize) -> Option<&mut Buf::Target>
+    where
+        D: CpuWritable,
+    {
+        self.entries.get_mut(i).map(|h| h.contents_mut())
+    }
+
+    /// The contents of every buffer, in order, for writing.
+    pub fn iter_contents_mut(&mut self) -> impl Iterator<Item = &mut Buf::Target>
+    where
+        D: CpuWritable,
+    {
+        self.entries.iter_mut().map(|h| h.contents_mut())
+    }
+
+    /// The contents of buffer `i`, for reading.
+    pub fn contents(&self, i: usize) -> Option<&Buf::Target> {
+        self.entries.get(i).map(|h| h.contents())
+    }
+
+    /// The contents of every buffer, in order, for reading.
+    pub fn iter_contents(&self) -> impl Iterator<Item = &Buf::Target> {
+        self.entries.iter().map(|h| h.contents())
     }
 }
 

@@ -568,7 +568,7 @@ fn two_step_api_links_scattered_pages_into_one_range() {
         .unwrap();
         assert_eq!(dma.as_u64(), range.addr().as_u64() + (i * PAGE) as u64);
         // SAFETY: no reference to the page is used until it is taken back.
-        unsafe { mem.ownership_changed(ptr, PAGE, Side::Device) };
+        unsafe { mem.ownership_changed(ptr, PAGE, Side::Device, dev.id()) };
     }
     // Linking a page twice, or out of the range, is refused.
     let phys0 = mem.phys_of_buffer(&pages[0]);
@@ -605,7 +605,7 @@ fn two_step_api_links_scattered_pages_into_one_range() {
     ));
     for &ptr in &ptrs {
         // SAFETY: handed over above; the device is done.
-        unsafe { mem.ownership_changed(ptr, PAGE, Side::Cpu) };
+        unsafe { mem.ownership_changed(ptr, PAGE, Side::Cpu, dev.id()) };
     }
     let expect = pattern(3 * PAGE, 4);
     for (i, p) in pages.iter().enumerate() {

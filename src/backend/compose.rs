@@ -26,8 +26,9 @@ use crate::arch::{CacheMaintenance, CacheRange};
 use crate::backend::{Backend, MapRequest, Mapping, MmioRequest, NoPhys, PhysSlot, SyncRange};
 use crate::device::{DeviceConfig, DeviceContext};
 use crate::direction::DmaDirection;
+use crate::direction::Enforcement;
 use crate::error::MapErrorKind;
-use crate::platform::PhysLookup;
+use crate::platform::{PhysLookup, Side};
 
 /// Attributes of a translation request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -70,6 +71,11 @@ pub unsafe trait Translation: Send + Sync {
     /// Per-mapping state (an IOVA allocation); `()` for direct.
     type State: Send + Sync;
 
+    /// [`Enforced`](crate::direction::Enforced) if the device is kept to
+    /// each mapping's direction (no write through a `ToDevice` mapping),
+    /// [`Unenforced`](crate::direction::Unenforced) if not.
+    type Enforcement: Enforcement;
+
     /// `true` when unmap and flush do nothing (direct translation).
     const UNMAP_IS_NOOP: bool;
 
@@ -80,7 +86,15 @@ pub unsafe trait Translation: Send + Sync {
     fn granule(&self) -> usize;
 
     /// Makes `[phys, phys + len)` reachable by the device.
-    fn map(
+    ///
+    /// # Safety
+    ///
+    /// `[phys, phys + len)` is memory this device may be given with the
+    /// access `dir` allows: a buffer (or bounce slot) given up by its owner
+    /// for as long as the mapping lives, or, with [`MapAttrs::MMIO`], a
+    /// device range that is not RAM Rust code owns. A safe caller could
+    /// otherwise let a device write any memory.
+    unsafe fn map(
         &self,
         phys: PhysAddr,
         len: usize,
@@ -536,6 +550,7 @@ where
     type Phys = <K::Phys as PhysJoin<Bo::Phys>>::Out;
     type State = ComposedState<T::State, Bo::State>;
     type Granule = K::Granule;
+    type Enforcement = T::Enforcement;
 
     const COHERENT: bool = K::COHERENT;
     const SYNC_IS_NOOP: bool = K::COHERENT && Bo::NEVER;
@@ -546,7 +561,7 @@ where
         &self.platform
     }
 
-    fn map(&self, req: &MapRequest<'_>) -> Result<(DmaAddr, Self::State), MapErrorKind> {
+    unsafe fn map(&self, req: &MapRequest<'_>) -> Result<(DmaAddr, Self::State), MapErrorKind> {
         let stats = req.device.stats();
         let bounce = match self.early_bounce_reason(req) {
             Some(reason) if Bo::NEVER => return Err(self.unbounced_error(req, reason)),
@@ -554,10 +569,11 @@ where
             // The common case: map the buffer where it lies, translating
             // once; bounce only if the translation cannot address it.
             None => {
-                match self
-                    .translation
-                    .map(req.phys, req.len, req.dir, MapAttrs::RAM, req.device)
-                {
+                // SAFETY: the buffer was given up by its owner (caller).
+                match unsafe {
+                    self.translation
+                        .map(req.phys, req.len, req.dir, MapAttrs::RAM, req.device)
+                } {
                     Ok((dma, translation)) => {
                         let r = CacheRange::new(req.cpu, req.phys, req.len);
                         // SAFETY: the buffer is live memory with this
@@ -595,18 +611,18 @@ where
             Some(s) => s.extent(req.len, trusted),
             None => (req.phys, req.len),
         };
-        let (dma_base, t_state) =
-            match self
-                .translation
+        // SAFETY: the slot region is this mapping's alone until released.
+        let (dma_base, t_state) = match unsafe {
+            self.translation
                 .map(map_phys, map_len, req.dir, MapAttrs::RAM, req.device)
-            {
-                Ok(ok) => ok,
-                Err(e) => {
-                    // SAFETY: just allocated; no device was given it.
-                    unsafe { self.bounce.release(bounce) };
-                    return Err(e);
-                }
-            };
+        } {
+            Ok(ok) => ok,
+            Err(e) => {
+                // SAFETY: just allocated; no device was given it.
+                unsafe { self.bounce.release(bounce) };
+                return Err(e);
+            }
+        };
         // The DMA address of the buffer's first byte (inside the padded
         // region, for an untrusted device's bounce slot).
         let first = slot.map_or(req.phys, |s| s.phys);
@@ -637,6 +653,27 @@ where
                 bounce,
             },
         ))
+    }
+
+    #[inline(always)]
+    unsafe fn hand_over(&self, m: &Mapping<'_, Self>, state: &Self::State, to: Side) {
+        let (cpu, len) = match Bo::slot(&state.bounce) {
+            None => (m.cpu, m.len),
+            Some(s) => {
+                // The device works on the slot: exactly what the translation
+                // mapped (the copy, or an untrusted device's padded region).
+                let (start, len) = s.extent(m.len, m.device.config().is_trusted());
+                let before = (s.phys.as_u64() - start.as_u64()) as usize;
+                // SAFETY: `start` is the region start or the copy itself,
+                // `before` bytes ahead of the copy in the same slot region.
+                (unsafe { s.cpu.sub(before) }, len)
+            }
+        };
+        // SAFETY: the caller's promise covers the buffer; the slot region is
+        // this mapping's alone and touched by the CPU only inside this
+        // backend's calls, which dmacap makes only while the CPU side owns
+        // the mapping (before `Side::Device`, after `Side::Cpu`).
+        unsafe { self.platform.ownership_changed(cpu, len, to, m.device.id()) }
     }
 
     unsafe fn sync_for_device(&self, m: &Mapping<'_, Self>, state: &Self::State, range: SyncRange) {
@@ -707,20 +744,22 @@ where
         &self,
         req: &MmioRequest<'_>,
     ) -> Result<(DmaAddr, Self::State), MapErrorKind> {
-        let (dma, translation) = self
-            .translation
-            .map(req.phys, req.len, req.dir, MapAttrs::MMIO, req.device)
-            .map_err(|e| match e {
-                // MMIO is never bounced: a range the device cannot address
-                // is an error of its own.
-                MapErrorKind::BeyondMask { .. } | MapErrorKind::NoDmaWindow { .. } => {
-                    MapErrorKind::MmioNeedsBounce {
-                        phys: req.phys,
-                        len: req.len,
-                    }
+        // SAFETY: the caller promises an MMIO range the device may be given.
+        let (dma, translation) = unsafe {
+            self.translation
+                .map(req.phys, req.len, req.dir, MapAttrs::MMIO, req.device)
+        }
+        .map_err(|e| match e {
+            // MMIO is never bounced: a range the device cannot address
+            // is an error of its own.
+            MapErrorKind::BeyondMask { .. } | MapErrorKind::NoDmaWindow { .. } => {
+                MapErrorKind::MmioNeedsBounce {
+                    phys: req.phys,
+                    len: req.len,
                 }
-                e => e,
-            })?;
+            }
+            e => e,
+        })?;
         Ok((
             dma,
             ComposedState {

@@ -224,6 +224,7 @@ impl Direct {
 // handed out.
 unsafe impl Translation for Direct {
     type State = ();
+    type Enforcement = crate::direction::Unenforced;
     const UNMAP_IS_NOOP: bool = true;
 
     #[inline(always)]
@@ -232,7 +233,7 @@ unsafe impl Translation for Direct {
     }
 
     #[inline]
-    fn map(
+    unsafe fn map(
         &self,
         phys: PhysAddr,
         len: usize,

@@ -36,8 +36,9 @@ use core::ptr::NonNull;
 use crate::addr::{DmaAddr, PhysAddr};
 use crate::device::DeviceContext;
 use crate::direction::DmaDirection;
+use crate::direction::Enforcement;
 use crate::error::MapErrorKind;
-use crate::platform::PhysLookup;
+use crate::platform::{PhysLookup, Side};
 
 mod sealed {
     pub trait Sealed {}
@@ -226,6 +227,14 @@ pub unsafe trait Backend {
     /// Typed buffers finer than this do not compile for the backend.
     type Granule: typenum::Unsigned + typenum::PowerOfTwo;
 
+    /// Whether the hardware keeps a device to each mapping's direction:
+    /// [`Enforced`](crate::direction::Enforced) only if a device can never
+    /// write a `ToDevice` mapping (an IOMMU maps it read-only);
+    /// [`Unenforced`](crate::direction::Unenforced) otherwise. Decides
+    /// whether `ToDevice` contents must be `FromBytes`
+    /// ([`Transfer`](crate::Transfer)).
+    type Enforcement: Enforcement;
+
     /// Whether the device sees the CPU's caches (no maintenance needed).
     const COHERENT: bool;
 
@@ -241,11 +250,41 @@ pub unsafe trait Backend {
 
     /// Makes `[req.phys, req.phys + req.len)` reachable by the device and
     /// issues the maintenance that hands it to the device. dmacap calls
-    /// [`flush`](Self::flush) afterwards unless `SYNC_IS_NOOP`.
+    /// [`flush`](Self::flush) afterwards unless `SYNC_IS_NOOP`, and then
+    /// [`hand_over`](Self::hand_over) to [`Side::Device`].
     ///
     /// On error, nothing may have changed: no resource is held and no
     /// mapping exists.
-    fn map(&self, req: &MapRequest<'_>) -> Result<(DmaAddr, Self::State), MapErrorKind>;
+    ///
+    /// # Safety
+    ///
+    /// `req` describes memory given up by its owner: the `len` bytes at
+    /// `req.cpu` are valid for reads and writes, physically contiguous from
+    /// `req.phys`, initialised, and nothing else references them until the
+    /// mapping is unmapped (forever if it never is).
+    unsafe fn map(&self, req: &MapRequest<'_>) -> Result<(DmaAddr, Self::State), MapErrorKind>;
+
+    /// Tells the platform ([`PhysLookup::ownership_changed`]) that the
+    /// memory the device works on for this mapping changes hands: the
+    /// buffer itself by default; a backend that gives the device other
+    /// memory (a bounce slot) names that instead. dmacap calls it with
+    /// [`Side::Device`] after every completed hand-over to the device, and
+    /// with [`Side::Cpu`] before the CPU takes the mapping back.
+    ///
+    /// # Safety
+    ///
+    /// `m` and `state` describe a live mapping this backend made; the
+    /// promise of [`PhysLookup::ownership_changed`] holds for the buffer.
+    #[inline(always)]
+    unsafe fn hand_over(&self, m: &Mapping<'_, Self>, state: &Self::State, to: Side) {
+        let _ = state;
+        // SAFETY: forwarded from the caller: the device works on the buffer
+        // itself.
+        unsafe {
+            self.platform()
+                .ownership_changed(m.cpu, m.len, to, m.device.id())
+        }
+    }
 
     /// Issues the maintenance that hands `range` of the mapping to the
     /// device.

@@ -4,12 +4,13 @@ use alloc::vec::Vec;
 
 use core::marker::PhantomData;
 
+use super::sealed::SettleItem;
 use super::seen::Seen;
-use super::{NotSend, Settle};
+use super::{NotSend, PendingToCpu, Settle};
 use crate::backend::Backend;
 use crate::buffer::{CacheSafe, DmaBuffer, Transfer};
 use crate::device::Device;
-use crate::direction::{CpuOwned, CpuState, DevOwned, Direction};
+use crate::direction::{CpuState, DevOwned, Direction};
 use crate::error::MapError;
 use crate::handle::{Mapped, PendingUnmap};
 
@@ -91,7 +92,7 @@ impl<'d, B: Backend, T: Settle> Batch<'d, B, T> {
         // What is left behind is empty: dropping `self` then does nothing.
         let items = core::mem::take(&mut self.items);
         complete(&items);
-        items.into_iter().map(Settle::settle).collect()
+        items.into_iter().map(SettleItem::settle).collect()
     }
 }
 
@@ -113,7 +114,7 @@ where
     /// added and the buffer comes back.
     pub fn map(&mut self, buf: Buf) -> Result<(), MapError<Buf>>
     where
-        Buf::Target: Transfer<D> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<D, B::Enforcement> + CacheSafe<B::Granule>,
     {
         self.items.push(Mapped::map_issue(self.device, buf)?);
         Ok(())
@@ -133,7 +134,7 @@ where
     /// [`map`](Self::map) for `ToDevice`.
     pub fn map_to_device(&mut self, buf: Buf) -> Result<(), MapError<Buf>>
     where
-        Buf::Target: Transfer<crate::ToDevice> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<crate::ToDevice, B::Enforcement> + CacheSafe<B::Granule>,
     {
         self.map(buf)
     }
@@ -147,13 +148,13 @@ where
     /// [`map`](Self::map) for `FromDevice`.
     pub fn map_from_device(&mut self, buf: Buf) -> Result<(), MapError<Buf>>
     where
-        Buf::Target: Transfer<crate::FromDevice> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<crate::FromDevice, B::Enforcement> + CacheSafe<B::Granule>,
     {
         self.map(buf)
     }
 }
 
-impl<'d, D, Buf, B> Batch<'d, B, Mapped<'d, D, CpuOwned, Buf, B>>
+impl<'d, D, Buf, B> Batch<'d, B, PendingToCpu<'d, D, Buf, B>>
 where
     D: Direction,
     Buf: DmaBuffer,
@@ -166,9 +167,9 @@ where
     /// As for [`Mapped::sync_for_cpu`]: the device has finished every
     /// access to the buffer, and the driver observed it.
     pub unsafe fn sync_for_cpu(&mut self, handle: Mapped<'d, D, DevOwned, Buf, B>) {
-        // SAFETY: forwarded from the caller; the result stays unreachable
-        // until the flush completes the maintenance.
-        self.items.push(unsafe { handle.issue_to_cpu() });
+        // SAFETY: forwarded from the caller; the handle stays device-owned
+        // and unreachable until the flush completes the maintenance.
+        self.items.push(unsafe { PendingToCpu::issue(handle) });
     }
 }
 

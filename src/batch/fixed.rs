@@ -2,8 +2,9 @@
 
 use core::marker::PhantomData;
 
+use super::sealed::SettleItem;
 use super::seen::Seen;
-use super::{NotSend, Settle};
+use super::{NotSend, PendingToCpu, Settle};
 use crate::backend::Backend;
 use crate::buffer::{CacheSafe, DmaBuffer, Transfer};
 use crate::device::Device;
@@ -11,48 +12,56 @@ use crate::direction::{CpuState, DevOwned, Direction};
 use crate::error::MapError;
 use crate::handle::Mapped;
 
-mod sealed {
-    pub trait Sealed {}
-}
-
 /// A tuple of up to eight [`Settle`] items: what a [`FixedBatch`] holds.
-/// Sealed; implemented for `()` and tuples of one to eight items.
-pub trait SettleAll: sealed::Sealed {
-    /// The tuple of what each item becomes after the flush.
-    type Output;
+/// Sealed, with methods private to dmacap; implemented for `()` and tuples
+/// of one to eight items.
+pub trait SettleAll: sealed::Tuple {}
 
-    /// Flushes every device the items need, once each.
-    #[doc(hidden)]
-    fn complete(&self, seen: &mut Seen<8>);
-
-    /// After the flush: the outputs.
-    #[doc(hidden)]
-    fn settle_all(self) -> Self::Output;
-
-    /// Dropped unflushed (after completion): quarantine every item.
-    #[doc(hidden)]
-    fn quarantine_all(self);
-}
+impl<L: sealed::Tuple> SettleAll for L {}
 
 /// Appending one more item to a tuple: `(A, B)` + `C` = `(A, B, C)`. Sealed;
 /// a fixed batch holds at most eight items.
-pub trait Push<T: Settle>: SettleAll {
-    /// The longer tuple.
-    type Out: SettleAll;
+pub trait Push<T: Settle>: sealed::PushItem<T> {}
 
-    /// Appends `item`.
-    #[doc(hidden)]
-    fn push(self, item: T) -> Self::Out;
+impl<L: sealed::PushItem<T>, T: Settle> Push<T> for L {}
+
+mod sealed {
+    use super::super::seen::Seen;
+
+    /// The fixed batch's view of its tuple.
+    pub trait Tuple {
+        /// The tuple of what each item becomes after the flush.
+        type Output;
+
+        /// Flushes every device the items need, once each.
+        fn complete(&self, seen: &mut Seen<8>);
+
+        /// After the flush: the outputs.
+        fn settle_all(self) -> Self::Output;
+
+        /// Dropped unflushed (after completion): quarantine every item.
+        fn quarantine_all(self);
+    }
+
+    /// Appending `T` to the tuple.
+    pub trait PushItem<T>: Tuple {
+        /// The longer tuple.
+        type Out: super::SettleAll;
+
+        /// Appends `item`.
+        fn push(self, item: T) -> Self::Out;
+    }
 }
 
-impl sealed::Sealed for () {}
-impl SettleAll for () {
+use sealed::{PushItem, Tuple};
+
+impl Tuple for () {
     type Output = ();
     fn complete(&self, _: &mut Seen<8>) {}
     fn settle_all(self) {}
     fn quarantine_all(self) {}
 }
-impl<T: Settle> Push<T> for () {
+impl<T: Settle> PushItem<T> for () {
     type Out = (T,);
     fn push(self, item: T) -> (T,) {
         (item,)
@@ -61,10 +70,8 @@ impl<T: Settle> Push<T> for () {
 
 macro_rules! tuples {
     ($( ($($name:ident),+) )+) => {$(
-        impl<$($name: Settle),+> sealed::Sealed for ($($name,)+) {}
-
-        impl<$($name: Settle),+> SettleAll for ($($name,)+) {
-            type Output = ($($name::Output,)+);
+        impl<$($name: Settle),+> Tuple for ($($name,)+) {
+            type Output = ($(<$name as SettleItem>::Output,)+);
 
             #[allow(non_snake_case)]
             fn complete(&self, seen: &mut Seen<8>) {
@@ -100,7 +107,7 @@ tuples! {
 
 macro_rules! pushes {
     ($( ($($name:ident),+) )+) => {$(
-        impl<$($name: Settle,)+ T: Settle> Push<T> for ($($name,)+) {
+        impl<$($name: Settle,)+ T: Settle> PushItem<T> for ($($name,)+) {
             type Out = ($($name,)+ T);
 
             #[allow(non_snake_case)]
@@ -204,7 +211,7 @@ impl<'d, B: Backend, L: SettleAll> FixedBatch<'d, B, L> {
         buf: Buf,
     ) -> Result<FixedBatch<'d, B, L::Out>, (Self, MapError<Buf>)>
     where
-        Buf::Target: Transfer<D> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<D, B::Enforcement> + CacheSafe<B::Granule>,
         L: Push<Mapped<'d, D, DevOwned, Buf, B>>,
     {
         match Mapped::map_issue(self.device, buf) {
@@ -220,7 +227,7 @@ impl<'d, B: Backend, L: SettleAll> FixedBatch<'d, B, L> {
         buf: Buf,
     ) -> Result<FixedBatch<'d, B, L::Out>, (Self, MapError<Buf>)>
     where
-        Buf::Target: Transfer<crate::ToDevice> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<crate::ToDevice, B::Enforcement> + CacheSafe<B::Granule>,
         L: Push<Mapped<'d, crate::ToDevice, DevOwned, Buf, B>>,
     {
         self.map(buf)
@@ -233,7 +240,7 @@ impl<'d, B: Backend, L: SettleAll> FixedBatch<'d, B, L> {
         buf: Buf,
     ) -> Result<FixedBatch<'d, B, L::Out>, (Self, MapError<Buf>)>
     where
-        Buf::Target: Transfer<crate::FromDevice> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<crate::FromDevice, B::Enforcement> + CacheSafe<B::Granule>,
         L: Push<Mapped<'d, crate::FromDevice, DevOwned, Buf, B>>,
     {
         self.map(buf)
@@ -261,11 +268,11 @@ impl<'d, B: Backend, L: SettleAll> FixedBatch<'d, B, L> {
         handle: Mapped<'d, D, DevOwned, Buf, B>,
     ) -> FixedBatch<'d, B, L::Out>
     where
-        L: Push<Mapped<'d, D, crate::CpuOwned, Buf, B>>,
+        L: Push<PendingToCpu<'d, D, Buf, B>>,
     {
-        // SAFETY: forwarded from the caller; the result is unreachable until
-        // the flush completes.
-        self.push(unsafe { handle.issue_to_cpu() })
+        // SAFETY: forwarded from the caller; the handle stays device-owned
+        // and unreachable until the flush completes.
+        self.push(unsafe { PendingToCpu::issue(handle) })
     }
 
     /// Issues the unmap of a CPU-owned handle.
@@ -300,7 +307,7 @@ impl<'d, B: Backend, L: SettleAll> FixedBatch<'d, B, L> {
     /// Completes the work of every handle with one barrier (one per device
     /// involved) and returns them in their new state, as a tuple in the
     /// order they were added.
-    pub fn flush(mut self) -> L::Output {
+    pub fn flush(mut self) -> <L as Tuple>::Output {
         let items = self.take();
         items.complete(&mut Seen::new());
         items.settle_all()

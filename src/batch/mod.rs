@@ -47,42 +47,79 @@ use crate::buffer::DmaBuffer;
 use crate::direction::{CpuOwned, DevOwned, Direction};
 use crate::handle::{Mapped, PendingUnmap};
 
-mod sealed {
-    pub trait Sealed {}
-}
-
 /// Keeps a batch on the thread that issued its work (see the module docs).
 type NotSend = core::marker::PhantomData<*const ()>;
 
-/// What a batch holds until its flush: a handle in its new state, or a
-/// buffer whose unmap is pending. Sealed.
-pub trait Settle: sealed::Sealed {
-    /// What `flush` returns for it: the handle, or the unmapped buffer.
-    type Output;
+/// What a batch holds until its flush: a handle on its way to the device, a
+/// handle on its way back to the CPU ([`PendingToCpu`]), or a buffer whose
+/// unmap is pending ([`PendingUnmap`]). Sealed, and its methods are private
+/// to dmacap: nothing outside a batch can complete or settle an item.
+pub trait Settle: sealed::SettleItem {}
 
-    /// Whether it issued work a flush must complete.
-    #[doc(hidden)]
-    fn needs_flush(&self) -> bool;
+impl<T: sealed::SettleItem> Settle for T {}
 
-    /// The address of its device, to flush every device once.
-    #[doc(hidden)]
-    fn device_key(&self) -> *const ();
+mod sealed {
+    /// The batch's view of an item. Public in a private module: it can be
+    /// named in bounds but not implemented or called outside dmacap.
+    pub trait SettleItem {
+        /// What `flush` returns for it: the handle, or the unmapped buffer.
+        type Output;
 
-    /// Completes the work issued on its device.
-    #[doc(hidden)]
-    fn flush_device(&self);
+        /// Whether it issued work a flush must complete.
+        fn needs_flush(&self) -> bool;
 
-    /// After the flush: the output.
-    #[doc(hidden)]
-    fn settle(self) -> Self::Output;
+        /// The address of its device, to flush every device once.
+        fn device_key(&self) -> *const ();
 
-    /// Dropped unflushed (after completion): quarantine and count.
-    #[doc(hidden)]
-    fn quarantine(self);
+        /// Completes the work issued on its device.
+        fn flush_device(&self);
+
+        /// After the flush of its device: the output.
+        fn settle(self) -> Self::Output;
+
+        /// Dropped unflushed (after completion): quarantine and count.
+        fn quarantine(self);
+    }
 }
 
-impl<D: Direction, Buf: DmaBuffer, B: Backend> sealed::Sealed for Mapped<'_, D, DevOwned, Buf, B> {}
-impl<D: Direction, Buf: DmaBuffer, B: Backend> Settle for Mapped<'_, D, DevOwned, Buf, B> {
+/// A handle whose hand-back to the CPU ([`Mapped::sync_for_cpu`]) has been
+/// issued in a batch but not completed. It is still device-owned: if it is
+/// dropped, or the flush unwinds, the buffer is quarantined, never freed
+/// under maintenance that has not completed. The batch's flush turns it
+/// into `Mapped<D, CpuOwned>`.
+#[must_use = "a handle on its way back to the CPU; dropped, its buffer is quarantined"]
+pub struct PendingToCpu<'d, D: Direction, Buf: DmaBuffer, B: Backend>(
+    Mapped<'d, D, DevOwned, Buf, B>,
+);
+
+impl<D: Direction, Buf: DmaBuffer, B: Backend> core::fmt::Debug for PendingToCpu<'_, D, Buf, B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "PendingToCpu<{}> {{ bytes: {} }}",
+            D::NAME,
+            self.0.byte_len()
+        )
+    }
+}
+
+impl<'d, D: Direction, Buf: DmaBuffer, B: Backend> PendingToCpu<'d, D, Buf, B> {
+    /// Issues the hand-back.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Mapped::sync_for_cpu`].
+    pub(crate) unsafe fn issue(handle: Mapped<'d, D, DevOwned, Buf, B>) -> Self {
+        // SAFETY: forwarded from the caller; issued once, and the handle is
+        // only ever turned CPU-owned (after the flush) or quarantined.
+        unsafe { handle.issue_to_cpu() };
+        Self(handle)
+    }
+}
+
+impl<D: Direction, Buf: DmaBuffer, B: Backend> sealed::SettleItem
+    for Mapped<'_, D, DevOwned, Buf, B>
+{
     type Output = Self;
 
     #[inline]
@@ -109,35 +146,35 @@ impl<D: Direction, Buf: DmaBuffer, B: Backend> Settle for Mapped<'_, D, DevOwned
     }
 }
 
-impl<D: Direction, Buf: DmaBuffer, B: Backend> sealed::Sealed for Mapped<'_, D, CpuOwned, Buf, B> {}
-impl<D: Direction, Buf: DmaBuffer, B: Backend> Settle for Mapped<'_, D, CpuOwned, Buf, B> {
-    type Output = Self;
+impl<'d, D: Direction, Buf: DmaBuffer, B: Backend> sealed::SettleItem
+    for PendingToCpu<'d, D, Buf, B>
+{
+    type Output = Mapped<'d, D, CpuOwned, Buf, B>;
 
     #[inline]
     fn needs_flush(&self) -> bool {
-        Self::CPU_SYNC
+        Mapped::<'d, D, CpuOwned, Buf, B>::CPU_SYNC
     }
 
     fn device_key(&self) -> *const () {
-        core::ptr::from_ref(self.device()).cast()
+        core::ptr::from_ref(self.0.device()).cast()
     }
 
     fn flush_device(&self) {
-        self.device().backend().flush(self.device().context());
+        self.0.device().backend().flush(self.0.device().context());
     }
 
     #[inline]
-    fn settle(self) -> Self {
-        self
+    fn settle(self) -> Self::Output {
+        self.0.into_cpu_owned()
     }
 
     fn quarantine(self) {
-        Mapped::quarantine(self);
+        drop(self); // still device-owned: quarantined and counted
     }
 }
 
-impl<Buf: DmaBuffer, B: Backend> sealed::Sealed for PendingUnmap<'_, Buf, B> {}
-impl<Buf: DmaBuffer, B: Backend> Settle for PendingUnmap<'_, Buf, B> {
+impl<Buf: DmaBuffer, B: Backend> sealed::SettleItem for PendingUnmap<'_, Buf, B> {
     type Output = Buf;
 
     #[inline]

@@ -1,6 +1,6 @@
 //! Which devices a flush has completed.
 
-use super::Settle;
+use super::sealed::SettleItem;
 
 /// The devices a flush has already completed, so that each is flushed once.
 /// Holds up to `N`; past that a device may be flushed twice, which costs a
@@ -19,7 +19,7 @@ impl<const N: usize> Seen<N> {
     }
 
     /// Flushes `item`'s device unless it needs nothing or was flushed.
-    pub fn flush<T: Settle>(&mut self, item: &T) {
+    pub fn flush<T: SettleItem>(&mut self, item: &T) {
         if !item.needs_flush() {
             return;
         }

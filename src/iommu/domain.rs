@@ -286,6 +286,9 @@ impl<H: IommuHardware> IommuDomain<H> {
 // entries were cleared has completed (gather flush or queue flush).
 unsafe impl<H: IommuHardware> Translation for IommuDomain<H> {
     type State = ();
+    // `IommuHardware` promises to enforce the entries' permission bits, and
+    // a `ToDevice` mapping's entries are read-only.
+    type Enforcement = crate::direction::Enforced;
     const UNMAP_IS_NOOP: bool = false;
 
     #[inline(always)]
@@ -293,7 +296,7 @@ unsafe impl<H: IommuHardware> Translation for IommuDomain<H> {
         PAGE_SIZE as usize
     }
 
-    fn map(
+    unsafe fn map(
         &self,
         phys: PhysAddr,
         len: usize,
@@ -333,12 +336,50 @@ unsafe impl<H: IommuHardware> Translation for IommuDomain<H> {
         let pages = pages_spanned(d, len as u64);
         let page = DmaAddr::new(d - page_offset(d));
         let cleared = lock(&self.table).unmap_pages(page, pages);
-        debug_assert_eq!(cleared, pages, "unmap of a range that was not mapped");
+        // Fewer entries than the handle says means the table and the
+        // handles disagree about who owns which IOVA: freeing the range
+        // could hand out one a device still uses. Checked in every build;
+        // the panic leaves the IOVA allocated (never reused).
+        assert_eq!(
+            cleared, pages,
+            "IOMMU unmap of {pages} pages at {page} cleared {cleared} entries"
+        );
         self.retire(IovaAlloc::from_mapping(d >> PAGE_SHIFT, pages), dev);
     }
 
     fn flush(&self, dev: &DeviceContext) {
         self.gather.flush(|g| self.complete_gather(g, dev));
+    }
+}
+
+/// Page tables of domains dropped while a device could still walk them,
+/// leaked instead of freed.
+static LEAKED_TABLES: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+impl<H: IommuHardware> IommuDomain<H> {
+    /// How many domains, in this program so far, were dropped while some
+    /// page was still mapped (a handle or an IOVA range forgotten with
+    /// `mem::forget`, which is safe): their page tables were leaked, never
+    /// freed, because the IOMMU may still walk them.
+    pub fn leaked_page_tables() -> usize {
+        LEAKED_TABLES.load(core::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl<H: IommuHardware> Drop for IommuDomain<H> {
+    fn drop(&mut self) {
+        // Deferred and gathered invalidations first: entries already
+        // cleared may still sit in the IOTLB.
+        self.hw.invalidate_all();
+        self.hw.sync();
+        let mut table = lock(&self.table);
+        if table.has_mappings() {
+            // A mapping lives on (its handle was forgotten): the hardware
+            // may walk these tables for as long as the device runs, so they
+            // are never freed.
+            core::mem::forget(core::mem::take(&mut *table));
+            LEAKED_TABLES.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
@@ -372,7 +413,8 @@ mod tests {
 
     fn map(dev: &Dev, phys: u64, len: usize, dir: DmaDirection) -> DmaAddr {
         let d = dev.backend().translation();
-        d.map(PhysAddr::new(phys), len, dir, MapAttrs::RAM, dev.context())
+        // SAFETY: no device runs in these tests: the hardware is a recorder.
+        unsafe { d.map(PhysAddr::new(phys), len, dir, MapAttrs::RAM, dev.context()) }
             .unwrap()
             .0
     }
@@ -448,13 +490,16 @@ mod tests {
         let lazy = device(InvalidationMode::LAZY, DeviceConfig::new().trusted(false));
         let d = lazy.backend().translation();
         let free0 = d.free_pages();
-        let r = d.map(
-            PhysAddr::new(0x8000_0000),
-            4096,
-            DmaDirection::ToDevice,
-            MapAttrs::RAM,
-            lazy.context(),
-        );
+        // SAFETY: refused; and no device runs (the hardware is a recorder).
+        let r = unsafe {
+            d.map(
+                PhysAddr::new(0x8000_0000),
+                4096,
+                DmaDirection::ToDevice,
+                MapAttrs::RAM,
+                lazy.context(),
+            )
+        };
         assert_eq!(r, Err(MapErrorKind::LazyIommuUntrusted));
         assert_eq!(d.free_pages(), free0);
 
@@ -463,13 +508,16 @@ mod tests {
         let far = PhysAddr::new((1 << 52) - 4096);
         assert!(IommuDomain::<crate::sim::SimIommu>::phys_fits(far, 4096));
         assert!(!IommuDomain::<crate::sim::SimIommu>::phys_fits(far, 4097));
-        let r = d.map(
-            far,
-            4097,
-            DmaDirection::ToDevice,
-            MapAttrs::RAM,
-            dev.context(),
-        );
+        // SAFETY: as above.
+        let r = unsafe {
+            d.map(
+                far,
+                4097,
+                DmaDirection::ToDevice,
+                MapAttrs::RAM,
+                dev.context(),
+            )
+        };
         assert!(matches!(r, Err(MapErrorKind::Backend(_))));
         assert_eq!(d.free_pages(), free0);
         assert_eq!(d.iova().cache_misses(), 0);

@@ -91,7 +91,9 @@ impl FreeTree {
         let mut start = pfn;
         let mut len = pages;
         if let Some((&p, &l)) = self.free.range(..pfn).next_back() {
-            debug_assert!(p + l <= pfn, "IOVA freed twice");
+            // Overlapping a free range would hand the IOVA out twice:
+            // checked in every build.
+            assert!(p + l <= pfn, "IOVA page {pfn:#x} freed twice");
             if p + l == pfn {
                 self.free.remove(&p);
                 start = p;
@@ -99,7 +101,7 @@ impl FreeTree {
             }
         }
         if let Some((&n, &l)) = self.free.range(pfn..).next() {
-            debug_assert!(pfn + pages <= n, "IOVA freed twice");
+            assert!(pfn + pages <= n, "IOVA page {n:#x} freed twice");
             if pfn + pages == n {
                 self.free.remove(&n);
                 len += l;
@@ -226,7 +228,12 @@ impl IovaAllocator {
     /// more: its page table entries are cleared and the IOTLB invalidation
     /// covering them has completed.
     pub unsafe fn free(&self, a: IovaAlloc) {
-        debug_assert!(self.base <= a.pfn && a.end_pfn() <= self.limit);
+        assert!(
+            self.base <= a.pfn && a.end_pfn() <= self.limit,
+            "IOVA pages {:#x}+{} freed to an allocator they do not belong to",
+            a.pfn,
+            a.pages
+        );
         self.allocated
             .fetch_sub(a.pages as usize, Ordering::Relaxed);
         if a.pages <= MAX_CACHED_PAGES {

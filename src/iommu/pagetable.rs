@@ -238,6 +238,13 @@ impl PageTable {
         self.tables.len()
     }
 
+    /// Whether any page is mapped (a leaf entry is valid).
+    pub fn has_mappings(&self) -> bool {
+        self.tables
+            .iter()
+            .any(|t| t.iter().any(|e| e.is_valid() && !e.is_table()))
+    }
+
     /// The arena index of the leaf table covering `iova`, if it exists.
     fn leaf_table(&self, iova: u64) -> Option<usize> {
         let mut t = 0;

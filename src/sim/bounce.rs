@@ -2,7 +2,6 @@
 
 use crate::bounce::{SLOT_SIZE, Swiotlb};
 use crate::buffer::DmaBuffer;
-use crate::platform::{PhysLookup, Side};
 use crate::sim::memory::{SimAllocError, SimMemory};
 
 /// The alignment of a simulated pool: a page, like Linux's.
@@ -10,9 +9,16 @@ const POOL_ALIGN: usize = 4096;
 
 impl SimMemory {
     /// A [`Swiotlb`] of `bytes` (rounded down to whole 2 KiB slots) in this
-    /// RAM, split into `areas` areas, handed to devices for good: every
-    /// simulated device may reach it (through its bus translation), as a
-    /// real device reaches a real swiotlb.
+    /// RAM, split into `areas` areas.
+    ///
+    /// No device reaches the pool as such: each bounced mapping hands its
+    /// own slot region to its own device when the mapping is handed over
+    /// (after the copy in and the clean) and takes it back before the CPU
+    /// copies out or releases the slot ([`Backend::hand_over`]), so a
+    /// simulated device reaches exactly its live bounce slots, and never
+    /// while the CPU copies, zeroes or evicts them.
+    ///
+    /// [`Backend::hand_over`]: crate::backend::Backend::hand_over
     ///
     /// The pool comes from the allocator like any buffer, page-aligned, and
     /// is never freed: it and this RAM stay allocated for the rest of the
@@ -28,7 +34,7 @@ impl SimMemory {
     /// assert_eq!(pool.total_slots(), 128);
     /// assert_eq!(pool.areas(), 1); // each area holds at least 128 slots
     /// assert_eq!(pool.phys(), PhysAddr::new(0x8000_0000));
-    /// assert_eq!(ram.device_owned_bytes(), 256 * 1024);
+    /// assert_eq!(ram.device_owned_bytes(), 0); // no slot is handed out yet
     /// ```
     ///
     /// # Errors
@@ -51,14 +57,6 @@ impl SimMemory {
         let (ptr, keep) = buffer.into_raw_parts();
         core::mem::forget(keep);
         let ptr = ptr.cast::<u8>();
-        // SAFETY: the pool's memory is never referenced by CPU Rust
-        // references: the pool and the backend that uses it only copy into
-        // and out of it through raw pointers, during their own calls; and
-        // `ptr` stays valid for reads and writes of `bytes` forever (the
-        // buffer was never rebuilt and the RAM is leaked). So no CPU
-        // reference to it exists from now on, and granting it to devices
-        // for good (no `Side::Cpu` call ever follows) keeps the promise.
-        unsafe { self.ownership_changed(ptr, bytes, Side::Device) };
         // SAFETY: the `bytes` at `ptr` are valid for reads and writes
         // forever and belong to the pool alone (reserved from the allocator,
         // never rebuilt as a buffer), they are simulated RAM contiguous from

@@ -470,10 +470,16 @@ unsafe impl CacheMaintenance for SimCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::platform::{PhysLookup, Side};
+    use crate::platform::{DeviceId, PhysLookup, Side};
     use crate::sim::SimBuffer;
 
     const BASE: u64 = 0x1_0000;
+
+    /// The one device these tests hand memory to.
+    fn dev() -> DeviceId {
+        static ID: std::sync::OnceLock<DeviceId> = std::sync::OnceLock::new();
+        *ID.get_or_init(DeviceId::fresh)
+    }
 
     /// Non-coherent RAM, its cache, and a 256-byte line-aligned buffer.
     fn setup() -> (SimMemory, SimCache, SimBuffer<[u8]>) {
@@ -497,23 +503,23 @@ mod tests {
         let len = buf.len();
         let ptr = NonNull::from(&mut **buf).cast::<u8>();
         // SAFETY: `buf` is not used until the grant is taken back below.
-        unsafe { mem.ownership_changed(ptr, len, Side::Device) };
+        unsafe { mem.ownership_changed(ptr, len, Side::Device, dev()) };
         let out = f();
         // SAFETY: granted above.
-        unsafe { mem.ownership_changed(ptr, len, Side::Cpu) };
+        unsafe { mem.ownership_changed(ptr, len, Side::Cpu, dev()) };
         out
     }
 
     fn device_reads(mem: &SimMemory, buf: &mut SimBuffer<[u8]>) -> Vec<u8> {
         let phys = mem.phys_of_buffer(buf);
         let mut out = std::vec![0u8; buf.len()];
-        as_device(mem, buf, || mem.read_phys(phys, &mut out).unwrap());
+        as_device(mem, buf, || mem.read_phys(dev(), phys, &mut out).unwrap());
         out
     }
 
     fn device_writes(mem: &SimMemory, buf: &mut SimBuffer<[u8]>, data: &[u8]) {
         let phys = mem.phys_of_buffer(buf);
-        as_device(mem, buf, || mem.write_phys(phys, data).unwrap());
+        as_device(mem, buf, || mem.write_phys(dev(), phys, data).unwrap());
     }
 
     #[test]
@@ -680,16 +686,16 @@ mod tests {
         let ptr = NonNull::from(&mut *buf).cast::<u8>();
         // No clean: the buffer goes to the device with dirty lines.
         // SAFETY: `buf` is not used until taken back below.
-        unsafe { mem.ownership_changed(ptr, len, Side::Device) };
-        mem.write_phys(phys, &[0x11; 256]).unwrap();
+        unsafe { mem.ownership_changed(ptr, len, Side::Device, dev()) };
+        mem.write_phys(dev(), phys, &[0x11; 256]).unwrap();
         // The cache evicts the dirty lines over the device's data.
         assert_eq!(mem.evict_dirty(), 4);
         assert_eq!(mem.evict_dirty(), 0);
         let mut seen = [0u8; 256];
-        mem.read_phys(phys, &mut seen).unwrap();
+        mem.read_phys(dev(), phys, &mut seen).unwrap();
         assert_eq!(seen, [0xee; 256]);
         // SAFETY: granted above.
-        unsafe { mem.ownership_changed(ptr, len, Side::Cpu) };
+        unsafe { mem.ownership_changed(ptr, len, Side::Cpu, dev()) };
         let r = range(&mem, &mut buf, 0, 256);
         // SAFETY: live RAM of `mem`; `buf` is not touched until `complete`.
         unsafe { cache.invalidate(r) };
@@ -708,11 +714,11 @@ mod tests {
         let phys = mem.phys_of_buffer(&buf);
         let ptr = NonNull::from(&mut *buf).cast::<u8>();
         // SAFETY: `buf` is not used until taken back below.
-        unsafe { mem.ownership_changed(ptr, 256, Side::Device) };
-        mem.write_phys(phys, &[0x11; 256]).unwrap();
+        unsafe { mem.ownership_changed(ptr, 256, Side::Device, dev()) };
+        mem.write_phys(dev(), phys, &[0x11; 256]).unwrap();
         assert_eq!(mem.evict_dirty(), 0);
         // SAFETY: granted above.
-        unsafe { mem.ownership_changed(ptr, 256, Side::Cpu) };
+        unsafe { mem.ownership_changed(ptr, 256, Side::Cpu, dev()) };
         let r = range(&mem, &mut buf, 0, 256);
         // SAFETY: live RAM of `mem`; `buf` is not touched until `complete`.
         unsafe { cache.invalidate(r) };
@@ -744,10 +750,10 @@ mod tests {
         assert_eq!(device_reads(&mem, &mut again), [0; 256]);
         let ptr = NonNull::from(&mut *again).cast::<u8>();
         // SAFETY: `again` is not used until taken back below.
-        unsafe { mem.ownership_changed(ptr, 256, Side::Device) };
+        unsafe { mem.ownership_changed(ptr, 256, Side::Device, dev()) };
         assert_eq!(mem.evict_dirty(), 0);
         // SAFETY: granted above.
-        unsafe { mem.ownership_changed(ptr, 256, Side::Cpu) };
+        unsafe { mem.ownership_changed(ptr, 256, Side::Cpu, dev()) };
     }
 
     #[test]

@@ -177,7 +177,7 @@ impl<'a, B: Backend + BusTranslate> SimDevice<'a, B> {
         let mut at = 0;
         for (phys, n) in pieces {
             self.memory
-                .read_phys(phys, &mut out[at..at + n])
+                .read_phys(self.device.id(), phys, &mut out[at..at + n])
                 .map_err(|e| self.fault(e, dma, Access::Read))?;
             at += n;
         }
@@ -191,7 +191,7 @@ impl<'a, B: Backend + BusTranslate> SimDevice<'a, B> {
         let mut at = 0;
         for (phys, n) in pieces {
             self.memory
-                .write_phys(phys, &data[at..at + n])
+                .write_phys(self.device.id(), phys, &data[at..at + n])
                 .map_err(|e| self.fault(e, dma, Access::Write))?;
             at += n;
         }
@@ -230,7 +230,7 @@ impl<'a, B: Backend + BusTranslate> SimDevice<'a, B> {
     ) -> Result<(), SimFault> {
         pieces.iter().try_for_each(|&(phys, n)| {
             self.memory
-                .check_device_owned(phys, n)
+                .check_device_owned(self.device.id(), phys, n)
                 .map_err(|e| self.fault(e, dma, access))
         })
     }

@@ -20,7 +20,7 @@ use zerocopy::FromZeros;
 
 use crate::addr::PhysAddr;
 use crate::buffer::{DmaBuffer, DmaTarget};
-use crate::platform::{PhysLookup, Side};
+use crate::platform::{DeviceId, PhysLookup, Side};
 use crate::sim::SimCache;
 use crate::sim::cache::{CacheModel, LINE};
 use crate::sync::{Mutex, MutexGuard};
@@ -70,11 +70,12 @@ pub enum PhysAccessError {
     },
 }
 
-/// A range handed to the device, and the pointer (with the handle's own
-/// provenance) through which the simulated device reaches it.
+/// A range handed to one device, and the pointer (with the handle's own
+/// provenance) through which that simulated device reaches it.
 struct Grant {
     len: usize,
     ptr: NonNull<u8>,
+    device: DeviceId,
 }
 
 /// The largest alignment an allocation may ask for: the RAM block itself is
@@ -85,8 +86,8 @@ const RAM_ALIGN: usize = 4096;
 /// `layout`, freed only when the last `SimMemory` clone is dropped; `free`
 /// holds disjoint, sorted, coalesced `(offset, len)` ranges inside it;
 /// `granted` maps the offset of each range a handle has handed to its device
-/// (and not taken back) to its length and the handle's pointer, and no CPU
-/// reference to those bytes exists (the promise of
+/// (and not taken back) to its length, the handle's pointer and the device;
+/// the ranges are disjoint, and no CPU reference to those bytes exists (the promise of
 /// [`PhysLookup::ownership_changed`]). `cache` is `Some` for non-coherent
 /// RAM: then the block is the CPU's (cached) view, and the model holds
 /// memory as the device sees it, `size` bytes indexed by offset. The
@@ -138,7 +139,8 @@ impl Drop for Ram {
 /// let phys = ram.phys_of_buffer(&b);
 /// let mut out = [0u8; 1];
 /// // No device owns the buffer, so a device-side read is refused.
-/// assert!(ram.read_phys(phys, &mut out).is_err());
+/// let nic = dmacap::platform::DeviceId::fresh();
+/// assert!(ram.read_phys(nic, phys, &mut out).is_err());
 /// assert_eq!(phys.as_u64(), 0x4000_0000);
 /// assert_eq!(ram.allocated_bytes(), 8);
 /// drop(b);
@@ -337,11 +339,13 @@ impl SimMemory {
     fn release(&self, offset: usize, size: usize) {
         let mut free = self.free_list();
         let i = free.partition_point(|&(s, _)| s < offset);
-        debug_assert!(
-            i == 0 || free[i - 1].0 + free[i - 1].1 <= offset,
-            "double free"
+        // A double free would hand the same bytes out twice: checked in
+        // every build.
+        assert!(
+            (i == 0 || free[i - 1].0 + free[i - 1].1 <= offset)
+                && (i == free.len() || offset + size <= free[i].0),
+            "simulated RAM at offset {offset:#x} ({size} bytes) freed twice"
         );
-        debug_assert!(i == free.len() || offset + size <= free[i].0, "double free");
         free.insert(i, (offset, size));
         if i + 1 < free.len() && offset + size == free[i + 1].0 {
             free[i].1 += free[i + 1].1;
@@ -449,6 +453,7 @@ impl SimMemory {
     /// can take a piece back in the middle.
     fn with_granted(
         &self,
+        device: DeviceId,
         phys: PhysAddr,
         len: usize,
         mut each: impl FnMut(NonNull<u8>, usize, usize),
@@ -464,7 +469,7 @@ impl SimMemory {
                 phys: PhysAddr::new(self.ram.phys_base.as_u64() + off as u64),
             };
             let (&g_off, g) = granted.range(..=off).next_back().ok_or(not_owned)?;
-            if off >= g_off + g.len {
+            if off >= g_off + g.len || g.device != device {
                 return Err(not_owned);
             }
             let n = (g_off + g.len - off).min(start + len - off);
@@ -479,24 +484,34 @@ impl SimMemory {
         Ok(())
     }
 
-    /// Whether a device may access `[phys, phys + len)` now: `Ok` if every
-    /// byte is RAM handed to a device.
-    pub fn check_device_owned(&self, phys: PhysAddr, len: usize) -> Result<(), PhysAccessError> {
-        self.with_granted(phys, len, |_, _, _| {})
+    /// Whether `device` may access `[phys, phys + len)` now: `Ok` if every
+    /// byte is RAM one of its live mappings hands to it.
+    pub fn check_device_owned(
+        &self,
+        device: DeviceId,
+        phys: PhysAddr,
+        len: usize,
+    ) -> Result<(), PhysAccessError> {
+        self.with_granted(device, phys, len, |_, _, _| {})
     }
 
-    /// Reads RAM at physical address `phys` as a device does: only memory a
-    /// mapping has handed to a device, and not through any CPU cache (for
-    /// non-coherent RAM, memory behind the simulated cache).
-    pub fn read_phys(&self, phys: PhysAddr, out: &mut [u8]) -> Result<(), PhysAccessError> {
+    /// Reads RAM at physical address `phys` as `device` does: only memory
+    /// one of its live mappings has handed to it, and not through any CPU
+    /// cache (for non-coherent RAM, memory behind the simulated cache).
+    pub fn read_phys(
+        &self,
+        device: DeviceId,
+        phys: PhysAddr,
+        out: &mut [u8],
+    ) -> Result<(), PhysAccessError> {
         let mut at = 0;
         if let Some(model) = self.model() {
-            return self.with_granted(phys, out.len(), |_, off, n| {
+            return self.with_granted(device, phys, out.len(), |_, off, n| {
                 model.shadow().read_ram(off, &mut out[at..at + n]);
                 at += n;
             });
         }
-        self.with_granted(phys, out.len(), |src, _, n| {
+        self.with_granted(device, phys, out.len(), |src, _, n| {
             // SAFETY: `src` is valid for `n` bytes (granted), and no CPU
             // reference to them exists while they are granted; `out` is a
             // distinct, caller-owned slice.
@@ -541,18 +556,24 @@ impl SimMemory {
         Ok(())
     }
 
-    /// Writes RAM at physical address `phys` as a device does: only memory
-    /// a mapping has handed to a device (for non-coherent RAM, memory behind
-    /// the simulated cache: the CPU sees it only after an invalidate).
-    pub fn write_phys(&self, phys: PhysAddr, data: &[u8]) -> Result<(), PhysAccessError> {
+    /// Writes RAM at physical address `phys` as `device` does: only memory
+    /// one of its live mappings has handed to it (for non-coherent RAM,
+    /// memory behind the simulated cache: the CPU sees it only after an
+    /// invalidate).
+    pub fn write_phys(
+        &self,
+        device: DeviceId,
+        phys: PhysAddr,
+        data: &[u8],
+    ) -> Result<(), PhysAccessError> {
         let mut at = 0;
         if let Some(model) = self.model() {
-            return self.with_granted(phys, data.len(), |_, off, n| {
+            return self.with_granted(device, phys, data.len(), |_, off, n| {
                 model.shadow().write_ram(off, &data[at..at + n]);
                 at += n;
             });
         }
-        self.with_granted(phys, data.len(), |dst, _, n| {
+        self.with_granted(device, phys, data.len(), |dst, _, n| {
             // SAFETY: as in `read_phys`; `data` is caller-owned and not
             // device-owned memory (which no reference can point to).
             unsafe { core::ptr::copy_nonoverlapping(data[at..].as_ptr(), dst.as_ptr(), n) };
@@ -571,19 +592,43 @@ unsafe impl PhysLookup for SimMemory {
         self.ram.phys_base.checked_add(off as u64)
     }
 
-    unsafe fn ownership_changed(&self, cpu: NonNull<u8>, len: usize, to: Side) {
+    unsafe fn ownership_changed(&self, cpu: NonNull<u8>, len: usize, to: Side, device: DeviceId) {
         let Some(off) = self.cpu_offset(cpu, len) else {
             return; // not this RAM's memory: no simulated device can reach it
         };
         let mut granted = self.ram.granted.lock().unwrap_or_else(|e| e.into_inner());
+        // A grant that overlaps another, or a take-back that does not match
+        // a grant, means a device could reach memory the CPU uses: checked
+        // in every build, and refused before anything changes.
         match to {
             Side::Device => {
-                let old = granted.insert(off, Grant { len, ptr: cpu });
-                debug_assert!(old.is_none(), "range handed to a device twice");
+                let before = granted.range(..=off).next_back();
+                let after = granted.range(off..).next();
+                let overlaps = before.is_some_and(|(&o, g)| o + g.len > off)
+                    || after.is_some_and(|(&o, _)| o < off + len);
+                assert!(
+                    !overlaps,
+                    "simulated RAM at offset {off:#x} ({len} bytes) handed to a device twice"
+                );
+                granted.insert(
+                    off,
+                    Grant {
+                        len,
+                        ptr: cpu,
+                        device,
+                    },
+                );
             }
             Side::Cpu => {
-                let old = granted.remove(&off);
-                debug_assert!(old.is_some(), "range taken back but never handed over");
+                let matches = granted
+                    .get(&off)
+                    .is_some_and(|g| g.len == len && g.device == device);
+                assert!(
+                    matches,
+                    "simulated RAM at offset {off:#x} ({len} bytes) taken back from a device \
+                     that was never handed it"
+                );
+                granted.remove(&off);
             }
         }
     }
@@ -719,6 +764,8 @@ mod tests {
 
     #[test]
     fn physical_access_needs_ram_and_a_grant() {
+        let dev = DeviceId::fresh();
+        let other = DeviceId::fresh();
         let ram = SimMemory::with_base(PhysAddr::new(0x1000), 64);
         let mut a = ram.alloc_slice::<u8>(32).unwrap();
         let b = ram.alloc_slice::<u8>(32).unwrap();
@@ -728,32 +775,43 @@ mod tests {
             })
         };
         assert_eq!(
-            ram.write_phys(PhysAddr::new(0x1000), &[1; 64]),
+            ram.write_phys(dev, PhysAddr::new(0x1000), &[1; 64]),
             not_owned(0x1000)
         );
         assert!(matches!(
-            ram.write_phys(PhysAddr::new(0x1001), &[1; 64]),
+            ram.write_phys(dev, PhysAddr::new(0x1001), &[1; 64]),
             Err(PhysAccessError::OutsideRam { .. })
         ));
-        assert!(ram.read_phys(PhysAddr::new(0xfff), &mut [0; 1]).is_err());
-        assert!(ram.read_phys(PhysAddr::new(u64::MAX), &mut [0; 2]).is_err());
+        assert!(
+            ram.read_phys(dev, PhysAddr::new(0xfff), &mut [0; 1])
+                .is_err()
+        );
+        assert!(
+            ram.read_phys(dev, PhysAddr::new(u64::MAX), &mut [0; 2])
+                .is_err()
+        );
 
         let a_ptr = NonNull::from(&mut *a).cast::<u8>();
         // SAFETY: `a` is not used again until handed back below.
-        unsafe { ram.ownership_changed(a_ptr, 32, Side::Device) };
+        unsafe { ram.ownership_changed(a_ptr, 32, Side::Device, dev) };
         assert_eq!(ram.device_owned_bytes(), 32);
-        assert!(ram.write_phys(PhysAddr::new(0x1000), &[7; 32]).is_ok());
+        // Another device has no mapping there.
+        assert_eq!(
+            ram.write_phys(other, PhysAddr::new(0x1000), &[7; 32]),
+            not_owned(0x1000)
+        );
+        assert!(ram.write_phys(dev, PhysAddr::new(0x1000), &[7; 32]).is_ok());
         // Spilling into `b`, which no device owns, is refused whole.
         assert_eq!(
-            ram.write_phys(PhysAddr::new(0x1010), &[9; 32]),
+            ram.write_phys(dev, PhysAddr::new(0x1010), &[9; 32]),
             not_owned(0x1020)
         );
         // SAFETY: handed over above.
-        unsafe { ram.ownership_changed(a_ptr, 32, Side::Cpu) };
+        unsafe { ram.ownership_changed(a_ptr, 32, Side::Cpu, dev) };
         assert_eq!(&a[..], &[7; 32]);
         assert_eq!(&b[..], &[0; 32]);
         assert_eq!(
-            ram.read_phys(PhysAddr::new(0x1000), &mut [0; 1]),
+            ram.read_phys(dev, PhysAddr::new(0x1000), &mut [0; 1]),
             not_owned(0x1000)
         );
     }
