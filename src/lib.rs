@@ -81,7 +81,7 @@ pub use buffer::{DmaBuffer, RawBuffer, Transfer};
 pub use device::{Device, DeviceConfig, DeviceStats};
 pub use direction::{
     Bidirectional, CpuOwned, CpuOwnedPrefix, CpuState, CpuWritable, DevOwned, DeviceWritable,
-    Direction, DmaDirection, FromDevice, Ownership, ToDevice,
+    Direction, DmaDirection, Enforced, Enforcement, FromDevice, Ownership, ToDevice, Unenforced,
 };
 pub use error::{MapError, MapErrorKind, RangeError};
 pub use handle::Mapped;

@@ -208,6 +208,15 @@ impl SyncRange {
 /// 5. **Thread safety.** `flush` completes the work issued by the calling
 ///    thread; calls for different mappings may come from different threads
 ///    at once when the backend is `Sync`.
+/// 6. **Enforcement is true.** [`Enforcement`](Self::Enforcement) is
+///    [`Enforced`](crate::direction::Enforced) only if no device can write
+///    any byte of a `ToDevice` mapping while it is mapped (the hardware
+///    faults the write), nor write it back later through a bounce copy.
+/// 7. **Hand-over names what the device reaches.** [`hand_over`](Self::hand_over)
+///    reports exactly the memory the device can reach for the mapping (the
+///    buffer, or its bounce slot region) to the platform, and the backend
+///    touches that memory from the CPU only while the CPU side owns it
+///    (between `Side::Cpu` and the next `Side::Device`).
 pub unsafe trait Backend {
     /// How CPU addresses become physical addresses on this platform.
     type Platform: PhysLookup;

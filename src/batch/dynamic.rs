@@ -20,7 +20,8 @@ use crate::handle::{Mapped, PendingUnmap};
 /// buffers) in their new state and in the order they were added.
 ///
 /// What the batch holds is fixed by its type: `Mapped<D, DevOwned>` for
-/// maps and `sync_for_device`, `Mapped<D, CpuOwned>` for `sync_for_cpu`,
+/// maps and `sync_for_device`, [`PendingToCpu`] for `sync_for_cpu` (still
+/// device-owned until the flush returns it as `Mapped<D, CpuOwned>`),
 /// [`PendingUnmap`] for unmaps.
 ///
 /// # Example
