@@ -83,6 +83,7 @@ impl<T> DmaTarget for [T] {
 )]
 pub trait Transfer<D: Direction, E: Enforcement = Unenforced>: transfer::Sealed<D, E> {}
 
+#[diagnostic::do_not_recommend]
 impl<T: ?Sized + transfer::Sealed<D, E>, D: Direction, E: Enforcement> Transfer<D, E> for T {}
 
 mod transfer {
@@ -326,6 +327,7 @@ impl<T, G: typenum::Unsigned> LineCheck<T, G> {
 )]
 pub trait CacheSafe<G>: cache_safe::Sealed<G> {}
 
+#[diagnostic::do_not_recommend]
 impl<T: ?Sized + cache_safe::Sealed<G>, G> CacheSafe<G> for T {}
 
 /// Whether contents of this type must have their address and length

@@ -467,8 +467,7 @@ where
         let mut pad = vec![0xff; SLOT_SIZE - 100];
         // SAFETY: the padding is pool memory no reference points to and
         // nothing writes while the mapping lives.
-        unsafe { engine.read_unchecked(DmaAddr::new(a_dma.as_u64() + 100), &mut pad) }
-            .unwrap();
+        unsafe { engine.read_unchecked(DmaAddr::new(a_dma.as_u64() + 100), &mut pad) }.unwrap();
         assert!(pad.iter().all(|&b| b == 0));
     }
     // SAFETY: the simulated read returned.
