@@ -330,6 +330,17 @@ pub trait CacheSafe<G>: cache_safe::Sealed<G> {}
 #[diagnostic::do_not_recommend]
 impl<T: ?Sized + cache_safe::Sealed<G>, G> CacheSafe<G> for T {}
 
+/// A cache-line granule a backend can declare: `U1` (nothing is
+/// maintained by line) or a power of two from 16 to 256 bytes. Sealed.
+///
+/// Every granule accepts byte buffers (checked at map time), which is why
+/// driver code generic over a backend maps a `[u8]` buffer with no bound
+/// beyond `B: Backend`.
+pub trait Granule:
+    typenum::Unsigned + typenum::PowerOfTwo + cache_safe::Rules<[u8]> + Send + Sync + 'static
+{
+}
+
 /// Whether contents of this type must have their address and length
 /// checked at map time (byte buffers on a non-coherent backend), and the
 /// compile-time check of a [`LineAligned`] promise; crate-private, so no
@@ -341,9 +352,18 @@ pub(crate) fn check_at_map<T: ?Sized + CacheSafe<G>, G>() -> bool {
 }
 
 mod cache_safe {
-    use super::{LineAligned, LineCheck};
+    use super::{Granule, LineAligned, LineCheck};
 
-    /// The real rules; `CacheSafe` is implemented exactly where these are.
+    /// What `CacheSafe` asks, answered by the granule `Self` for contents
+    /// `T`; implemented exactly for the cases the trait documents.
+    pub trait Rules<T: ?Sized> {
+        /// Whether the address and length must be checked at map time.
+        const CHECK_AT_MAP: bool;
+        /// Compile-time check of a [`LineAligned`] promise (unit otherwise).
+        const CHECK: ();
+    }
+
+    /// `CacheSafe`'s seal: `T` is cache-safe for `G` where `G`'s rules say.
     pub trait Sealed<G> {
         /// Whether the address and length must be checked at map time.
         const CHECK_AT_MAP: bool;
@@ -351,29 +371,36 @@ mod cache_safe {
         const CHECK: ();
     }
 
-    impl<T: ?Sized> Sealed<typenum::U1> for T {
+    impl<T: ?Sized, G: Rules<T>> Sealed<G> for T {
+        const CHECK_AT_MAP: bool = G::CHECK_AT_MAP;
+        const CHECK: () = G::CHECK;
+    }
+
+    impl<T: ?Sized> Rules<T> for typenum::U1 {
         const CHECK_AT_MAP: bool = false;
         const CHECK: () = ();
     }
+    impl Granule for typenum::U1 {}
 
     macro_rules! cache_safe_granules {
         ($($g:ty),*) => {$(
-            impl<T: LineAligned<$g>> Sealed<$g> for T {
+            impl<T: LineAligned<$g>> Rules<T> for $g {
                 const CHECK_AT_MAP: bool = false;
                 const CHECK: () = LineCheck::<T, $g>::CHECK;
             }
-            impl<T: LineAligned<$g>> Sealed<$g> for [T] {
+            impl<T: LineAligned<$g>> Rules<[T]> for $g {
                 const CHECK_AT_MAP: bool = false;
                 const CHECK: () = LineCheck::<T, $g>::CHECK;
             }
-            impl Sealed<$g> for [u8] {
+            impl Rules<[u8]> for $g {
                 const CHECK_AT_MAP: bool = true;
                 const CHECK: () = ();
             }
-            impl<const N: usize> Sealed<$g> for [u8; N] {
+            impl<const N: usize> Rules<[u8; N]> for $g {
                 const CHECK_AT_MAP: bool = true;
                 const CHECK: () = ();
             }
+            impl Granule for $g {}
         )*};
     }
 

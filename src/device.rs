@@ -284,6 +284,12 @@ impl<B: Backend> Device<B> {
         &self.backend
     }
 
+    /// The platform hook of the device's backend (for the simulator: its
+    /// RAM), without importing the `Backend` trait.
+    pub fn platform(&self) -> &B::Platform {
+        self.backend.platform()
+    }
+
     /// The device's limits.
     pub fn config(&self) -> &DeviceConfig {
         &self.ctx.config

@@ -76,6 +76,11 @@ mod sync;
 #[doc = include_str!("../README.md")]
 mod readme {}
 
+/// The type-level numbers dmacap's granules and address widths are written
+/// in, re-exported so that `LineAligned<typenum::U64>` needs no dependency
+/// of your own.
+pub use typenum;
+
 pub use addr::{DmaAddr, DmaMask, PhysAddr};
 pub use buffer::{DmaBuffer, RawBuffer, Transfer};
 pub use device::{Device, DeviceConfig, DeviceStats};

@@ -130,7 +130,7 @@ pub unsafe trait CacheMaintenance: Send + Sync {
     /// type-level number: `typenum::U64` on x86_64, `typenum::U128` on
     /// arm64. A buffer aligned to it at both ends shares no cache line with
     /// other data.
-    type Granule: typenum::Unsigned + typenum::PowerOfTwo;
+    type Granule: crate::buffer::Granule;
 
     /// The cache-line size in bytes the operations step by: a power of two,
     /// at most `Granule::USIZE`.

@@ -125,7 +125,7 @@ pub unsafe trait Translation: Send + Sync {
 /// these two types implement it.
 pub unsafe trait Coherency: Send + Sync + sealed::Sealed {
     /// The granule typed buffers must fill (`U1` when coherent).
-    type Granule: typenum::Unsigned + typenum::PowerOfTwo;
+    type Granule: crate::buffer::Granule;
     /// What a handle must keep of the physical address for maintenance.
     type Phys: PhysSlot;
     /// `true` when the device snoops the caches: no maintenance at all.

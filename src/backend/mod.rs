@@ -234,7 +234,7 @@ pub unsafe trait Backend {
     /// CPU's DMA cache-line granule (Linux's `ARCH_DMA_MINALIGN`) for a
     /// non-coherent backend, `U1` when nothing is shared at line size.
     /// Typed buffers finer than this do not compile for the backend.
-    type Granule: typenum::Unsigned + typenum::PowerOfTwo;
+    type Granule: crate::buffer::Granule;
 
     /// Whether the hardware keeps a device to each mapping's direction:
     /// [`Enforced`](crate::direction::Enforced) only if a device can never
