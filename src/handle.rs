@@ -57,6 +57,8 @@ use crate::platform::{PhysLookup, Side};
 ///   reference to the memory exists except those borrowed from `self`.
 /// - If `S` is `DevOwned`, the buffer was synced for the device and no CPU
 ///   reference to it exists.
+#[must_use = "a mapped buffer: dropped while the device owns it, it is quarantined for good \
+              (never freed, counted in `Device::leaked`); unmap it or keep it"]
 pub struct Mapped<'d, D, S, Buf, B>
 where
     D: Direction,

@@ -25,6 +25,8 @@ use crate::error::MapErrorKind;
 ///
 /// `(dma, state)` is a live mapping of `[phys, phys + len)` made by the
 /// device's backend with `map_mmio`, not unmapped; `len > 0`.
+#[must_use = "an MMIO mapping: dropped, it stays mapped for good (the device keeps its access); \
+              unmap it"]
 pub struct MmioMapped<'d, D: Direction, B: Backend> {
     device: &'d Device<B>,
     phys: PhysAddr,

@@ -40,6 +40,8 @@ use crate::handle::Mapped;
 /// let bufs = sg.unmap();
 /// assert_eq!(bufs.len(), 16);
 /// ```
+#[must_use = "a mapped scatter-gather list: dropped while the device owns it, every buffer is \
+              quarantined for good (never freed, counted in `Device::leaked`)"]
 pub struct SgMapped<'d, D, S, Buf, B>
 where
     D: Direction,

@@ -89,6 +89,7 @@ impl<'d, B: Backend, T: Settle> Batch<'d, B, T> {
 
     /// Completes the work of every handle with one barrier (one per device
     /// involved) and returns them in their new state, in order.
+    #[must_use = "the handles come back here: dropped, device-owned ones are quarantined for good"]
     pub fn flush(mut self) -> Vec<T::Output> {
         // What is left behind is empty: dropping `self` then does nothing.
         let items = core::mem::take(&mut self.items);

@@ -307,6 +307,7 @@ impl<'d, B: Backend, L: SettleAll> FixedBatch<'d, B, L> {
     /// Completes the work of every handle with one barrier (one per device
     /// involved) and returns them in their new state, as a tuple in the
     /// order they were added.
+    #[must_use = "the handles come back here: dropped, device-owned ones are quarantined for good"]
     pub fn flush(mut self) -> <L as Tuple>::Output {
         let items = self.take();
         items.complete(&mut Seen::new());
