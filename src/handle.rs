@@ -271,6 +271,39 @@ where
         unsafe { self.hand_over(Side::Device) };
     }
 
+    /// Tears down a mapping whose hand-over to the device was issued but
+    /// never completed and granted (a batch dropped before its flush, after
+    /// completing its work): no device was given the address, so there is
+    /// nothing to take back from it. Unmaps, completes, and gives the
+    /// buffer back.
+    ///
+    /// # Safety
+    ///
+    /// [`granted`](Self::granted) was never called for this handle, and any
+    /// maintenance issued for it has been completed.
+    pub(crate) unsafe fn unmap_never_granted(self) -> Buf {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped after; taken once.
+        let map_state = unsafe { ManuallyDrop::take(&mut this.map_state) };
+        let mut issued = false;
+        if B::UNMAP_IS_NOOP {
+            drop(map_state);
+        } else {
+            // SAFETY: the mapping is live and unmapped once; no device was
+            // given its address (caller).
+            unsafe { this.device.backend().unmap(&this.mapping(), map_state) };
+            issued = true;
+        }
+        PendingUnmap {
+            device: this.device,
+            ptr: this.ptr,
+            // SAFETY: taken once, as above.
+            keep: ManuallyDrop::new(unsafe { ManuallyDrop::take(&mut this.keep) }),
+            issued,
+        }
+        .finish()
+    }
+
     /// Tears the mapping down and gives the buffer back, with everything
     /// the device wrote visible to the CPU.
     ///

@@ -170,10 +170,8 @@ where
     let (cmd, resp) = dev
         .fixed_batch()
         .map_to_device(cmd)
-        .map_err(|(_, e)| e)
         .unwrap()
         .map_from_device(alloc())
-        .map_err(|(_, e)| e)
         .unwrap()
         .flush();
     engine.read(cmd.dma_addr(), &mut seen).unwrap();

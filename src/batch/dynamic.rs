@@ -49,7 +49,7 @@ use crate::handle::{Mapped, PendingUnmap};
 /// assert_eq!(dev.stats().barriers(), 2);
 /// # drop(rx);
 /// ```
-#[must_use = "a batch completes nothing until `flush()`; dropped, it quarantines its handles"]
+#[must_use = "a batch hands nothing over until `flush()`; dropped, it unmaps and frees what it holds"]
 pub struct Batch<'d, B: Backend, T: Settle> {
     device: &'d Device<B>,
     items: Vec<T>,
@@ -203,10 +203,13 @@ where
 
 impl<B: Backend, T: Settle> Drop for Batch<'_, B, T> {
     fn drop(&mut self) {
-        complete(&self.items);
-        for item in self.items.drain(..) {
-            item.quarantine();
-        }
+        // No item was handed to a device: hand-overs are granted only by
+        // `flush`. Complete what was issued, then unmap and free each. If
+        // the completion unwinds, the items drop as what they are:
+        // device-owned handles and pending unmaps quarantine themselves.
+        let items = core::mem::take(&mut self.items);
+        complete(&items);
+        items.into_iter().for_each(SettleItem::discard);
     }
 }
 

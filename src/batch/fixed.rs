@@ -39,8 +39,8 @@ mod sealed {
         /// After the flush: the outputs.
         fn settle_all(self) -> Self::Output;
 
-        /// Dropped unflushed (after completion): quarantine every item.
-        fn quarantine_all(self);
+        /// Dropped unflushed (after completion): unmap and free every item.
+        fn discard_all(self);
     }
 
     /// Appending `T` to the tuple.
@@ -59,7 +59,7 @@ impl Tuple for () {
     type Output = ();
     fn complete(&self, _: &mut Seen<8>) {}
     fn settle_all(self) {}
-    fn quarantine_all(self) {}
+    fn discard_all(self) {}
 }
 impl<T: Settle> PushItem<T> for () {
     type Out = (T,);
@@ -86,9 +86,9 @@ macro_rules! tuples {
             }
 
             #[allow(non_snake_case)]
-            fn quarantine_all(self) {
+            fn discard_all(self) {
                 let ($($name,)+) = self;
-                $($name.quarantine();)+
+                $($name.discard();)+
             }
         }
     )+};
@@ -151,8 +151,8 @@ pushes! {
 ///
 /// let (cmd, resp) = dev
 ///     .fixed_batch()
-///     .map_to_device(cmd).map_err(|(_, e)| e).unwrap()
-///     .map_from_device(resp).map_err(|(_, e)| e).unwrap()
+///     .map_to_device(cmd).unwrap()
+///     .map_from_device(resp).unwrap()
 ///     .flush();
 /// assert_eq!(dev.stats().barriers(), 1);
 ///
@@ -166,7 +166,7 @@ pushes! {
 /// assert_eq!(resp.contents()[0], 0x13);
 /// assert_eq!(cmd[0], 0x12);
 /// ```
-#[must_use = "a batch completes nothing until `flush()`; dropped, it quarantines its handles"]
+#[must_use = "a batch hands nothing over until `flush()`; dropped, it unmaps and frees what it holds"]
 pub struct FixedBatch<'d, B: Backend, L: SettleAll> {
     device: &'d Device<B>,
     items: Option<L>,
@@ -203,10 +203,40 @@ impl<'d, B: Backend, L: SettleAll> FixedBatch<'d, B, L> {
         }
     }
 
-    /// Maps `buf` for direction `D` into the batch. On error the batch and
+    /// Maps `buf` for direction `D` into the batch.
+    ///
+    /// On error the buffer comes back inside the error and the batch is
+    /// dropped: nothing it held was handed to a device yet, so its mappings
+    /// are unmapped and their buffers freed, and nothing leaks. That makes
+    /// the batch work with `?`:
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let sim = dmacap::sim::SimPlatform::noncoherent(1 << 20);
+    /// # let dev = sim.noncoherent_device();
+    /// # let cmd = sim.memory().alloc_slice_aligned::<u8>(64, 64)?;
+    /// # let resp = sim.memory().alloc_slice_aligned::<u8>(64, 64)?;
+    /// let (cmd, resp) = dev.fixed_batch().map_to_device(cmd)?.map_from_device(resp)?.flush();
+    /// # drop((cmd, resp));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// To keep the batch on error, use [`try_map`](Self::try_map).
+    pub fn map<D: Direction, Buf: DmaBuffer>(
+        self,
+        buf: Buf,
+    ) -> Result<FixedBatch<'d, B, L::Out>, MapError<Buf>>
+    where
+        Buf::Target: Transfer<D, B::Enforcement> + CacheSafe<B::Granule>,
+        L: Push<Mapped<'d, D, DevOwned, Buf, B>>,
+    {
+        self.try_map(buf).map_err(|(_batch, e)| e)
+    }
+
+    /// Maps `buf` for direction `D` into the batch; on error the batch and
     /// the buffer both come back, unchanged.
     #[allow(clippy::type_complexity)]
-    pub fn map<D: Direction, Buf: DmaBuffer>(
+    pub fn try_map<D: Direction, Buf: DmaBuffer>(
         self,
         buf: Buf,
     ) -> Result<FixedBatch<'d, B, L::Out>, (Self, MapError<Buf>)>
@@ -221,11 +251,10 @@ impl<'d, B: Backend, L: SettleAll> FixedBatch<'d, B, L> {
     }
 
     /// [`map`](Self::map) for `ToDevice`.
-    #[allow(clippy::type_complexity)]
     pub fn map_to_device<Buf: DmaBuffer>(
         self,
         buf: Buf,
-    ) -> Result<FixedBatch<'d, B, L::Out>, (Self, MapError<Buf>)>
+    ) -> Result<FixedBatch<'d, B, L::Out>, MapError<Buf>>
     where
         Buf::Target: Transfer<crate::ToDevice, B::Enforcement> + CacheSafe<B::Granule>,
         L: Push<Mapped<'d, crate::ToDevice, DevOwned, Buf, B>>,
@@ -234,14 +263,25 @@ impl<'d, B: Backend, L: SettleAll> FixedBatch<'d, B, L> {
     }
 
     /// [`map`](Self::map) for `FromDevice`.
-    #[allow(clippy::type_complexity)]
     pub fn map_from_device<Buf: DmaBuffer>(
         self,
         buf: Buf,
-    ) -> Result<FixedBatch<'d, B, L::Out>, (Self, MapError<Buf>)>
+    ) -> Result<FixedBatch<'d, B, L::Out>, MapError<Buf>>
     where
         Buf::Target: Transfer<crate::FromDevice, B::Enforcement> + CacheSafe<B::Granule>,
         L: Push<Mapped<'d, crate::FromDevice, DevOwned, Buf, B>>,
+    {
+        self.map(buf)
+    }
+
+    /// [`map`](Self::map) for `Bidirectional`.
+    pub fn map_bidirectional<Buf: DmaBuffer>(
+        self,
+        buf: Buf,
+    ) -> Result<FixedBatch<'d, B, L::Out>, MapError<Buf>>
+    where
+        Buf::Target: Transfer<crate::Bidirectional, B::Enforcement> + CacheSafe<B::Granule>,
+        L: Push<Mapped<'d, crate::Bidirectional, DevOwned, Buf, B>>,
     {
         self.map(buf)
     }
@@ -319,7 +359,7 @@ impl<B: Backend, L: SettleAll> Drop for FixedBatch<'_, B, L> {
     fn drop(&mut self) {
         if let Some(items) = self.items.take() {
             items.complete(&mut Seen::new());
-            items.quarantine_all();
+            items.discard_all();
         }
     }
 }

@@ -10,11 +10,13 @@
 //! A batch owns the handles given to it, so none of them is reachable until
 //! `flush()` has completed the work and returns them in their new state: a
 //! buffer whose maintenance is still in flight cannot be read by the CPU or
-//! handed to the device. A batch is `#[must_use]`; dropping a non-empty one
-//! unflushed completes its work and then quarantines every handle it holds
-//! (never unmapped, never freed, counted in
-//! [`DeviceStats::leaked`](crate::DeviceStats::leaked)), as a dropped
-//! device-owned handle is.
+//! handed to the device. A batch is `#[must_use]`. Since a hand-over to the
+//! device is granted only by the flush, no device was ever given an address
+//! from an unflushed batch: dropping one (on a `?` error path, say)
+//! completes its work, then unmaps every mapping and frees every buffer it
+//! holds, leaking nothing. Only if that completion unwinds are the items
+//! quarantined instead (never freed, counted in
+//! [`DeviceStats::leaked`](crate::DeviceStats::leaked)).
 //!
 //! Two shapes:
 //!
@@ -77,8 +79,10 @@ mod sealed {
         /// After the flush of its device: the output.
         fn settle(self) -> Self::Output;
 
-        /// Dropped unflushed (after completion): quarantine and count.
-        fn quarantine(self);
+        /// Dropped unflushed, after the batch completed its work: nothing
+        /// was handed to a device (a hand-over is granted only by the
+        /// flush), so the mapping is torn down and the buffer freed.
+        fn discard(self);
     }
 }
 
@@ -141,8 +145,10 @@ impl<D: Direction, Buf: DmaBuffer, B: Backend> sealed::SettleItem
         self
     }
 
-    fn quarantine(self) {
-        drop(self); // a device-owned handle's drop quarantines and counts
+    fn discard(self) {
+        // SAFETY: never granted (only `settle` grants), and the batch
+        // completed the work issued for it.
+        drop(unsafe { self.unmap_never_granted() });
     }
 }
 
@@ -169,8 +175,10 @@ impl<'d, D: Direction, Buf: DmaBuffer, B: Backend> sealed::SettleItem
         self.0.into_cpu_owned()
     }
 
-    fn quarantine(self) {
-        drop(self); // still device-owned: quarantined and counted
+    fn discard(self) {
+        // The caller declared the device finished and the batch completed
+        // the maintenance: CPU-owned, its drop unmaps and frees.
+        drop(self.0.into_cpu_owned());
     }
 }
 
@@ -197,7 +205,8 @@ impl<Buf: DmaBuffer, B: Backend> sealed::SettleItem for PendingUnmap<'_, Buf, B>
         unsafe { self.into_buffer() }
     }
 
-    fn quarantine(self) {
-        drop(self); // a pending unmap's drop quarantines and counts
+    fn discard(self) {
+        // SAFETY: the batch completed the unmap's work on its device.
+        drop(unsafe { self.into_buffer() });
     }
 }
