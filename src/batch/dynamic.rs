@@ -2,11 +2,9 @@
 
 use alloc::vec::Vec;
 
-use core::marker::PhantomData;
-
 use super::sealed::SettleItem;
 use super::seen::Seen;
-use super::{NotSend, PendingToCpu, Settle};
+use super::{FlushOnTheIssuingThread, NotSend, PendingToCpu, Settle};
 use crate::backend::Backend;
 use crate::buffer::{CacheSafe, DmaBuffer, Transfer};
 use crate::device::Device;
@@ -62,7 +60,7 @@ impl<B: Backend> Device<B> {
         Batch {
             device: self,
             items: Vec::new(),
-            _not_send: PhantomData,
+            _not_send: FlushOnTheIssuingThread::default(),
         }
     }
 }
@@ -73,7 +71,7 @@ impl<'d, B: Backend, T: Settle> Batch<'d, B, T> {
         Self {
             device,
             items: Vec::with_capacity(n),
-            _not_send: PhantomData,
+            _not_send: FlushOnTheIssuingThread::default(),
         }
     }
 

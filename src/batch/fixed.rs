@@ -1,10 +1,8 @@
 //! The fixed batch: up to eight handles of any types, no allocation.
 
-use core::marker::PhantomData;
-
 use super::sealed::SettleItem;
 use super::seen::Seen;
-use super::{NotSend, PendingToCpu, Settle};
+use super::{FlushOnTheIssuingThread, NotSend, PendingToCpu, Settle};
 use crate::backend::Backend;
 use crate::buffer::{CacheSafe, DmaBuffer, Transfer};
 use crate::device::Device;
@@ -21,8 +19,15 @@ impl<L: sealed::Tuple> SettleAll for L {}
 
 /// Appending one more item to a tuple: `(A, B)` + `C` = `(A, B, C)`. Sealed;
 /// a fixed batch holds at most eight items.
+#[diagnostic::on_unimplemented(
+    message = "a fixed batch holds at most eight hand-overs; this one is full",
+    label = "a ninth item",
+    note = "flush this batch and start another, or use the dynamic `Batch` (`dev.batch()`) \
+            for any number of like handles"
+)]
 pub trait Push<T: Settle>: sealed::PushItem<T> {}
 
+#[diagnostic::do_not_recommend]
 impl<L: sealed::PushItem<T>, T: Settle> Push<T> for L {}
 
 mod sealed {
@@ -179,7 +184,7 @@ impl<B: Backend> Device<B> {
         FixedBatch {
             device: self,
             items: Some(()),
-            _not_send: PhantomData,
+            _not_send: FlushOnTheIssuingThread::default(),
         }
     }
 }
@@ -199,7 +204,7 @@ impl<'d, B: Backend, L: SettleAll> FixedBatch<'d, B, L> {
         FixedBatch {
             device: self.device,
             items: Some(items.push(item)),
-            _not_send: PhantomData,
+            _not_send: FlushOnTheIssuingThread::default(),
         }
     }
 

@@ -49,8 +49,14 @@ use crate::buffer::DmaBuffer;
 use crate::direction::{CpuOwned, DevOwned, Direction};
 use crate::handle::{Mapped, PendingUnmap};
 
-/// Keeps a batch on the thread that issued its work (see the module docs).
-type NotSend = core::marker::PhantomData<*const ()>;
+/// Keeps a batch on the thread that issued its work (see the module docs):
+/// the completion barrier waits only for the calling CPU's maintenance.
+/// Named so that the compiler's note on a batch sent to another thread
+/// says why.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct FlushOnTheIssuingThread(core::marker::PhantomData<*const ()>);
+
+type NotSend = FlushOnTheIssuingThread;
 
 /// What a batch holds until its flush: a handle on its way to the device, a
 /// handle on its way back to the CPU ([`PendingToCpu`]), or a buffer whose
