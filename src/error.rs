@@ -204,3 +204,44 @@ impl<H> fmt::Debug for RangeError<H> {
             .finish_non_exhaustive()
     }
 }
+
+/// Handles of one device offered to a list or batch of another: refused,
+/// because that list's completions (barriers, IOTLB invalidations) run on
+/// its own device only. What was offered is handed back, unchanged.
+#[derive(thiserror::Error)]
+#[error("a handle of device {offered:?} cannot join a list of device {list:?}")]
+pub struct ForeignDeviceError<H> {
+    /// The device the list belongs to.
+    pub list: crate::platform::DeviceId,
+    /// The device the refused handles belong to.
+    pub offered: crate::platform::DeviceId,
+    handle: H,
+}
+
+impl<H> ForeignDeviceError<H> {
+    pub(crate) fn new(
+        handle: H,
+        list: crate::platform::DeviceId,
+        offered: crate::platform::DeviceId,
+    ) -> Self {
+        Self {
+            list,
+            offered,
+            handle,
+        }
+    }
+
+    /// What was offered, unchanged.
+    pub fn into_inner(self) -> H {
+        self.handle
+    }
+}
+
+impl<H> fmt::Debug for ForeignDeviceError<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ForeignDeviceError")
+            .field("list", &self.list)
+            .field("offered", &self.offered)
+            .finish_non_exhaustive()
+    }
+}

@@ -88,6 +88,6 @@ pub use direction::{
     Bidirectional, CpuOwned, CpuOwnedPrefix, CpuState, CpuWritable, DevOwned, DeviceWritable,
     Direction, DmaDirection, Enforced, Enforcement, FromDevice, Ownership, ToDevice, Unenforced,
 };
-pub use error::{MapError, MapErrorKind, RangeError};
+pub use error::{ForeignDeviceError, MapError, MapErrorKind, RangeError};
 pub use handle::Mapped;
 pub use mmio::MmioMapped;

@@ -17,7 +17,7 @@ use crate::backend::Backend;
 use crate::buffer::{CacheSafe, DmaBuffer, Transfer};
 use crate::device::{Device, DeviceConfig};
 use crate::direction::{CpuOwned, CpuState, CpuWritable, DevOwned, Direction, Ownership};
-use crate::error::{MapErrorKind, RangeError};
+use crate::error::{ForeignDeviceError, MapErrorKind, RangeError};
 use crate::handle::Mapped;
 
 /// A scatter-gather list of buffers mapped for direction `D` on one device,
@@ -286,17 +286,18 @@ where
         ))
     }
 
-    /// Appends another device-owned list of the same device.
+    /// Appends another device-owned list of the same device (after
+    /// [`sync_first_for_cpu`](Self::sync_first_for_cpu) split one, say).
     ///
-    /// # Panics
-    ///
-    /// If `other` belongs to another device.
-    pub fn append(&mut self, mut other: Self) {
-        assert!(
-            core::ptr::eq(self.device, other.device),
-            "scatter-gather lists of different devices cannot be joined"
-        );
+    /// A list of another device is refused and handed back in the error:
+    /// this list's syncs and unmap complete on its own device only.
+    pub fn append(&mut self, mut other: Self) -> Result<(), ForeignDeviceError<Self>> {
+        if !core::ptr::eq(self.device, other.device) {
+            let (list, offered) = (self.device.id(), other.device.id());
+            return Err(ForeignDeviceError::new(other, list, offered));
+        }
         self.entries.append(&mut other.entries);
+        Ok(())
     }
 
     /// Unmaps the whole list with one completion and gives the buffers back.

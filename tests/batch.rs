@@ -271,6 +271,7 @@ fn map_error_in_a_batch_returns_the_buffer_and_keeps_the_rest() {
 #[test]
 fn scatter_gather_segments_respect_the_device_limits() {
     let sim = SimPlatform::noncoherent(1 << 20);
+    let other = sim.noncoherent_device(); // for the foreign-list check
     let dev = sim.noncoherent_device_with(
         DeviceConfig::new()
             .max_segment_size(1024)
@@ -317,8 +318,19 @@ fn scatter_gather_segments_respect_the_device_limits() {
     let rest = unsafe { rest.sync_for_cpu() };
     assert_eq!(rest.as_slice()[0].contents(), &message[4096..]);
     let mut all = first.sync_for_device();
-    all.append(rest.sync_for_device());
+    all.append(rest.sync_for_device()).unwrap();
     assert_eq!(all.len(), 3);
+
+    // A list of another device is refused and comes back whole.
+    let foreign = other
+        .map_sg::<FromDevice, _, _>([sim.memory().alloc_slice_aligned::<u8>(64, 64).unwrap()])
+        .unwrap();
+    let err = all.append(foreign).unwrap_err();
+    assert_eq!((err.list, err.offered), (dev.id(), other.id()));
+    assert!(err.to_string().contains("cannot join a list"), "{err}");
+    assert_eq!(all.len(), 3);
+    // SAFETY: the device was never started.
+    drop(unsafe { err.into_inner().unmap() });
     // SAFETY: the device was not restarted.
     let bufs = unsafe { all.unmap() };
     assert_eq!(bufs.len(), 3);
