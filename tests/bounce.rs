@@ -8,11 +8,11 @@ use core::ptr::NonNull;
 use std::sync::Arc;
 
 use dmacap::backend::Backend;
+use dmacap::backend::bounce::{MAX_MAPPING_SIZE, SLOT_SIZE, Swiotlb};
 use dmacap::backend::compose::{
     BounceReason, Coherency, Coherent, Composed, NoBounce, NonCoherent, PhysJoin,
 };
 use dmacap::backend::direct::{Direct, DmaWindows};
-use dmacap::bounce::{MAX_MAPPING_SIZE, SLOT_SIZE, Swiotlb};
 use dmacap::buffer::CacheSafe;
 use dmacap::sim::{BusTranslate, SimBuffer, SimCache, SimDevice, SimMemory};
 use dmacap::{

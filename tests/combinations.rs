@@ -11,13 +11,13 @@
 use std::sync::Arc;
 
 use dmacap::backend::Backend;
+use dmacap::backend::bounce::Swiotlb;
 use dmacap::backend::compose::{
     BouncePolicy, Coherency, Coherent, Composed, NoBounce, NonCoherent, Translation,
 };
 use dmacap::backend::direct::{Direct, DmaWindows};
-use dmacap::bounce::Swiotlb;
+use dmacap::backend::iommu::{InvalidationMode, IommuDomain};
 use dmacap::buffer::CacheSafe;
-use dmacap::iommu::{InvalidationMode, IommuDomain};
 use dmacap::sim::{BusTranslate, SimBuffer, SimDevice, SimIommu, SimMemory};
 use dmacap::{Device, DeviceConfig, DmaMask, PhysAddr};
 

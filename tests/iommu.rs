@@ -7,7 +7,7 @@
 use core::ptr::NonNull;
 
 use dmacap::backend::compose::{Coherent, Composed, NoBounce};
-use dmacap::iommu::{InvalidationMode, IommuDomain, LinkError};
+use dmacap::backend::iommu::{InvalidationMode, IommuDomain, LinkError};
 use dmacap::platform::{PhysLookup, Side};
 use dmacap::sim::{
     Access, FaultReason, IommuFault, SimFault, SimIommu, SimIommuBackend, SimMemory, SimPlatform,

@@ -9,10 +9,10 @@
 
 use std::sync::Arc;
 
+use dmacap::backend::bounce::Swiotlb;
 use dmacap::backend::compose::{Coherent, Composed, NoBounce};
 use dmacap::backend::direct::Direct;
-use dmacap::bounce::Swiotlb;
-use dmacap::iommu::{InvalidationMode, IommuDomain};
+use dmacap::backend::iommu::{InvalidationMode, IommuDomain};
 use dmacap::sim::{SimDevice, SimFault, SimIommu, SimMemory};
 use dmacap::{Device, DeviceConfig, DmaAddr, DmaMask, MapErrorKind, PhysAddr, ToDevice};
 

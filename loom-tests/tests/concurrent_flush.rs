@@ -9,7 +9,7 @@ use dmacap_loom as dmacap;
 
 use dmacap::backend::compose::{Coherent, Composed, NoBounce};
 use dmacap::backend::direct::Direct;
-use dmacap::iommu::{InvalidationMode, IommuDomain};
+use dmacap::backend::iommu::{InvalidationMode, IommuDomain};
 use dmacap::sim::{SimDevice, SimIommu, SimMemory};
 use dmacap::{Device, DeviceConfig, DmaAddr, MapErrorKind, PhysAddr};
 use loom::thread;
@@ -156,7 +156,10 @@ fn concurrent_lazy_flushes_lose_no_invalidation() {
 fn bounce_pool_never_hands_a_slot_to_two_mappings() {
     model(|| {
         let mem = SimMemory::with_base(PhysAddr::new(0x8000_0000), 64 * 1024);
-        let pool = Arc::new(mem.swiotlb(2 * dmacap::bounce::SLOT_SIZE, 1).unwrap());
+        let pool = Arc::new(
+            mem.swiotlb(2 * dmacap::backend::bounce::SLOT_SIZE, 1)
+                .unwrap(),
+        );
         // A 16-bit mask: every buffer in this RAM must bounce, the pool is
         // reachable through a window that maps it low.
         let windows =

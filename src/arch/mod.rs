@@ -52,7 +52,7 @@ pub mod x86_64;
 
 use core::ptr::NonNull;
 
-use crate::addr::PhysAddr;
+use crate::base::addr::PhysAddr;
 
 /// A range to maintain: CPU (virtual) address, physical address, length in
 /// bytes (greater than zero).
@@ -130,7 +130,7 @@ pub unsafe trait CacheMaintenance: Send + Sync {
     /// type-level number: `typenum::U64` on x86_64, `typenum::U128` on
     /// arm64. A buffer aligned to it at both ends shares no cache line with
     /// other data.
-    type Granule: crate::buffer::Granule;
+    type Granule: crate::base::buffer::Granule;
 
     /// The cache-line size in bytes the operations step by: a power of two,
     /// at most `Granule::USIZE`.

@@ -21,14 +21,14 @@
 
 use core::ptr::NonNull;
 
-use crate::addr::{DmaAddr, PhysAddr};
 use crate::arch::{CacheMaintenance, CacheRange};
 use crate::backend::{Backend, MapRequest, Mapping, MmioRequest, NoPhys, PhysSlot, SyncRange};
-use crate::device::{DeviceConfig, DeviceContext};
-use crate::direction::DmaDirection;
-use crate::direction::Enforcement;
-use crate::error::MapErrorKind;
-use crate::platform::{PhysLookup, Side};
+use crate::base::addr::{DmaAddr, PhysAddr};
+use crate::base::context::{DeviceConfig, DeviceContext};
+use crate::base::direction::DmaDirection;
+use crate::base::direction::Enforcement;
+use crate::base::error::MapErrorKind;
+use crate::base::platform::{PhysLookup, Side};
 
 /// Attributes of a translation request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -71,9 +71,9 @@ pub unsafe trait Translation: Send + Sync {
     /// Per-mapping state (an IOVA allocation); `()` for direct.
     type State: Send + Sync;
 
-    /// [`Enforced`](crate::direction::Enforced) if the device is kept to
+    /// [`Enforced`](crate::base::direction::Enforced) if the device is kept to
     /// each mapping's direction (no write through a `ToDevice` mapping),
-    /// [`Unenforced`](crate::direction::Unenforced) if not.
+    /// [`Unenforced`](crate::base::direction::Unenforced) if not.
     type Enforcement: Enforcement;
 
     /// `true` when unmap and flush do nothing (direct translation).
@@ -125,7 +125,7 @@ pub unsafe trait Translation: Send + Sync {
 /// these two types implement it.
 pub unsafe trait Coherency: Send + Sync + sealed::Sealed {
     /// The granule typed buffers must fill (`U1` when coherent).
-    type Granule: crate::buffer::Granule;
+    type Granule: crate::base::buffer::Granule;
     /// What a handle must keep of the physical address for maintenance.
     type Phys: PhysSlot;
     /// `true` when the device snoops the caches: no maintenance at all.

@@ -8,12 +8,12 @@
 //! unmap do nothing, and it declares so, so they compile to nothing and its
 //! handles carry neither a physical address nor any state.
 
-use crate::addr::{DmaAddr, PhysAddr};
 use crate::backend::compose::{Coherent, Composed, MapAttrs, NoBounce, Translation};
-use crate::device::{DeviceConfig, DeviceContext};
-use crate::direction::DmaDirection;
-use crate::error::MapErrorKind;
-use crate::platform::PhysLookup;
+use crate::base::addr::{DmaAddr, PhysAddr};
+use crate::base::context::{DeviceConfig, DeviceContext};
+use crate::base::direction::DmaDirection;
+use crate::base::error::MapErrorKind;
+use crate::base::platform::PhysLookup;
 
 /// One window of the bus: `size` bytes of physical memory from `cpu_start`
 /// appear to devices at `dma_start`.
@@ -224,7 +224,7 @@ impl Direct {
 // handed out.
 unsafe impl Translation for Direct {
     type State = ();
-    type Enforcement = crate::direction::Unenforced;
+    type Enforcement = crate::base::direction::Unenforced;
     const UNMAP_IS_NOOP: bool = true;
 
     #[inline(always)]

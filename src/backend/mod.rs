@@ -27,18 +27,22 @@
 //! Writing a backend for a new platform means implementing [`Backend`]; its
 //! `# Safety` section is the whole contract.
 
+#[cfg(feature = "alloc")]
+pub mod bounce;
 pub mod compose;
 pub mod direct;
+#[cfg(feature = "alloc")]
+pub mod iommu;
 pub mod noncoherent;
 
 use core::ptr::NonNull;
 
-use crate::addr::{DmaAddr, PhysAddr};
-use crate::device::DeviceContext;
-use crate::direction::DmaDirection;
-use crate::direction::Enforcement;
-use crate::error::MapErrorKind;
-use crate::platform::{PhysLookup, Side};
+use crate::base::addr::{DmaAddr, PhysAddr};
+use crate::base::context::DeviceContext;
+use crate::base::direction::DmaDirection;
+use crate::base::direction::Enforcement;
+use crate::base::error::MapErrorKind;
+use crate::base::platform::{PhysLookup, Side};
 
 mod sealed {
     pub trait Sealed {}
@@ -209,7 +213,7 @@ impl SyncRange {
 ///    thread; calls for different mappings may come from different threads
 ///    at once when the backend is `Sync`.
 /// 6. **Enforcement is true.** [`Enforcement`](Self::Enforcement) is
-///    [`Enforced`](crate::direction::Enforced) only if no device can write
+///    [`Enforced`](crate::base::direction::Enforced) only if no device can write
 ///    any byte of a `ToDevice` mapping while it is mapped (the hardware
 ///    faults the write), nor write it back later through a bounce copy.
 /// 7. **Hand-over names what the device reaches.** [`hand_over`](Self::hand_over)
@@ -234,12 +238,12 @@ pub unsafe trait Backend {
     /// CPU's DMA cache-line granule (Linux's `ARCH_DMA_MINALIGN`) for a
     /// non-coherent backend, `U1` when nothing is shared at line size.
     /// Typed buffers finer than this do not compile for the backend.
-    type Granule: crate::buffer::Granule;
+    type Granule: crate::base::buffer::Granule;
 
     /// Whether the hardware keeps a device to each mapping's direction:
-    /// [`Enforced`](crate::direction::Enforced) only if a device can never
+    /// [`Enforced`](crate::base::direction::Enforced) only if a device can never
     /// write a `ToDevice` mapping (an IOMMU maps it read-only);
-    /// [`Unenforced`](crate::direction::Unenforced) otherwise. Decides
+    /// [`Unenforced`](crate::base::direction::Unenforced) otherwise. Decides
     /// whether `ToDevice` contents must be `FromBytes`
     /// ([`Transfer`](crate::Transfer)).
     type Enforcement: Enforcement;

@@ -18,7 +18,7 @@
 use crate::arch::CacheMaintenance;
 use crate::backend::compose::{Composed, NoBounce, NonCoherent};
 use crate::backend::direct::{Direct, DmaWindows};
-use crate::platform::PhysLookup;
+use crate::base::platform::PhysLookup;
 
 /// The direct, non-coherent backend: [`Direct`] translation, coherence by
 /// cache maintenance `C` ([`NonCoherent<C>`]), [`NoBounce`].

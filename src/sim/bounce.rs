@@ -1,7 +1,7 @@
 //! A bounce pool in simulated RAM.
 
-use crate::bounce::{SLOT_SIZE, Swiotlb};
-use crate::buffer::DmaBuffer;
+use crate::backend::bounce::{SLOT_SIZE, Swiotlb};
+use crate::base::buffer::DmaBuffer;
 use crate::sim::memory::{SimAllocError, SimMemory};
 
 /// The alignment of a simulated pool: a page, like Linux's.

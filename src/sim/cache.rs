@@ -7,8 +7,8 @@ use core::ptr::NonNull;
 use std::collections::HashMap;
 use std::vec::Vec;
 
-use crate::addr::PhysAddr;
 use crate::arch::{CacheMaintenance, CacheRange, line_down, lines_in};
+use crate::base::addr::PhysAddr;
 use crate::sim::memory::SimMemory;
 use crate::sync::{Mutex, MutexGuard, ThreadId, current_thread_id};
 
@@ -304,7 +304,7 @@ impl Shadow {
 /// what the device put there. The model cannot see the neighbour's bytes,
 /// so it does not reproduce that corruption. dmacap rules the case out
 /// instead: on a backend with a 64-byte granule, typed buffers must be
-/// [`LineAligned`](crate::buffer::LineAligned) and byte buffers that share
+/// [`LineAligned`](crate::base::buffer::LineAligned) and byte buffers that share
 /// a line are refused at map time
 /// ([`SharesCacheLine`](crate::MapErrorKind::SharesCacheLine)), so the
 /// only partial lines the cache is handed are those of partial syncs
@@ -470,7 +470,7 @@ unsafe impl CacheMaintenance for SimCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::platform::{DeviceId, PhysLookup, Side};
+    use crate::base::platform::{DeviceId, PhysLookup, Side};
     use crate::sim::SimBuffer;
 
     const BASE: u64 = 0x1_0000;

@@ -3,11 +3,11 @@
 
 use std::vec;
 
-use crate::addr::{DmaAddr, PhysAddr};
+use crate::api::device::Device;
 use crate::backend::Backend;
 use crate::backend::compose::Composed;
 use crate::backend::direct::{Direct, DmaWindows};
-use crate::device::Device;
+use crate::base::addr::{DmaAddr, PhysAddr};
 use crate::sim::memory::{PhysAccessError, SimMemory};
 
 /// What a device access does to memory.

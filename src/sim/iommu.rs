@@ -1,5 +1,5 @@
 //! A simulated IOMMU: the hardware side of an
-//! [`IommuDomain`](crate::iommu::IommuDomain), with an IOTLB.
+//! [`IommuDomain`](crate::backend::iommu::IommuDomain), with an IOTLB.
 //!
 //! A device access is translated the way the hardware does it: an IOTLB
 //! hit is used as it is (even if the page table entry behind it has been
@@ -14,10 +14,12 @@
 use std::collections::BTreeMap;
 use std::vec::Vec;
 
-use crate::addr::{DmaAddr, PhysAddr};
+use crate::api::device::{Device, DeviceConfig};
 use crate::backend::compose::{Coherent, Composed, NoBounce};
-use crate::device::{Device, DeviceConfig};
-use crate::iommu::{InvalidationMode, IommuDomain, IommuHardware, PAGE_SHIFT, PAGE_SIZE, Pte};
+use crate::backend::iommu::{
+    InvalidationMode, IommuDomain, IommuHardware, PAGE_SHIFT, PAGE_SIZE, Pte,
+};
+use crate::base::addr::{DmaAddr, PhysAddr};
 use crate::sim::SimPlatform;
 use crate::sim::device::{Access, BusTranslate, SimFault};
 use crate::sim::memory::SimMemory;
@@ -88,7 +90,7 @@ impl Iotlb {
 /// # Example
 ///
 /// ```
-/// use dmacap::iommu::InvalidationMode;
+/// use dmacap::backend::iommu::InvalidationMode;
 /// use dmacap::sim::{FaultReason, SimPlatform};
 /// use dmacap::DeviceConfig;
 ///

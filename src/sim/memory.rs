@@ -18,9 +18,9 @@ use std::vec::Vec;
 
 use zerocopy::FromZeros;
 
-use crate::addr::PhysAddr;
-use crate::buffer::{DmaBuffer, DmaTarget};
-use crate::platform::{DeviceId, PhysLookup, Side};
+use crate::base::addr::PhysAddr;
+use crate::base::buffer::{DmaBuffer, DmaTarget};
+use crate::base::platform::{DeviceId, PhysLookup, Side};
 use crate::sim::SimCache;
 use crate::sim::cache::{CacheModel, LINE};
 use crate::sync::{Mutex, MutexGuard};

@@ -6,7 +6,7 @@
 //! before the device wrote it, gets wrong bytes or a [`SimFault`] here.
 //!
 //! The simulated device touches only memory that a handle has handed to it
-//! (through [`PhysLookup::ownership_changed`](crate::platform::PhysLookup::ownership_changed)),
+//! (through [`PhysLookup::ownership_changed`](crate::base::platform::PhysLookup::ownership_changed)),
 //! and it reaches that memory through the handle's own pointer. An access to
 //! anything else (a buffer the CPU owns, one that is not mapped, a neighbour)
 //! is a [`SimFault::NotDeviceOwned`], never a write under a live Rust
@@ -20,7 +20,7 @@
 //! - [`SimDevice`]: a device's DMA engine, reading and writing at DMA
 //!   addresses through [`BusTranslate`].
 //! - [`SimIommu`]: an IOMMU with an IOTLB and a fault log, for devices
-//!   behind an [`IommuDomain`](crate::iommu::IommuDomain).
+//!   behind an [`IommuDomain`](crate::backend::iommu::IommuDomain).
 //! - [`SimPlatform`]: both, plus ready-made devices.
 
 mod bounce;
@@ -34,11 +34,11 @@ pub use device::{Access, BusTranslate, SimDevice, SimFault};
 pub use iommu::{FaultReason, IommuFault, SimIommu, SimIommuBackend};
 pub use memory::{PhysAccessError, SimAllocError, SimBuffer, SimMemory};
 
-use crate::addr::PhysAddr;
+use crate::api::device::{Device, DeviceConfig};
 use crate::backend::Backend;
 use crate::backend::direct::{DirectCoherent, DmaWindows};
 use crate::backend::noncoherent::DirectNonCoherent;
-use crate::device::{Device, DeviceConfig};
+use crate::base::addr::PhysAddr;
 
 /// A simulated machine: RAM at a physical base address, and the means to
 /// attach devices to it.

@@ -21,10 +21,10 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::addr::{DmaAddr, PhysAddr};
 use crate::backend::compose::MapAttrs;
-use crate::direction::DmaDirection;
-use crate::iommu::{IOVA_BITS, PAGE_SHIFT, PAGE_SIZE};
+use crate::backend::iommu::{IOVA_BITS, PAGE_SHIFT, PAGE_SIZE};
+use crate::base::addr::{DmaAddr, PhysAddr};
+use crate::base::direction::DmaDirection;
 
 /// Entries per table.
 pub const ENTRIES: usize = 512;

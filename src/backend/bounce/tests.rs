@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::backend::compose::BouncePolicy;
-use crate::device::DeviceConfig;
+use crate::base::context::DeviceConfig;
 use alloc::vec;
 
 const PHYS: u64 = 0x4000_0000;

@@ -10,8 +10,8 @@
 
 use alloc::vec::Vec;
 
-use crate::iommu::iova::IovaAlloc;
-use crate::iommu::rcache::CPU_SLOTS;
+use crate::backend::iommu::iova::IovaAlloc;
+use crate::backend::iommu::rcache::CPU_SLOTS;
 use crate::sync::{Mutex, cpu_hint, lock};
 
 /// One CPU slot's queue.

@@ -12,15 +12,15 @@
 //!   unlink_and_free(range)    entries cleared, one invalidation, IOVA freed
 //! ```
 
-use crate::addr::{DmaAddr, PhysAddr};
 use crate::backend::compose::{MapAttrs, Translation};
-use crate::device::{DeviceConfig, DeviceContext};
-use crate::direction::DmaDirection;
-use crate::error::MapErrorKind;
-use crate::iommu::domain::IommuDomain;
-use crate::iommu::iova::IovaAlloc;
-use crate::iommu::pagetable::{PageTableError, Prot};
-use crate::iommu::{IommuHardware, PAGE_SIZE, page_offset, pages_spanned};
+use crate::backend::iommu::domain::IommuDomain;
+use crate::backend::iommu::iova::IovaAlloc;
+use crate::backend::iommu::pagetable::{PageTableError, Prot};
+use crate::backend::iommu::{IommuHardware, PAGE_SIZE, page_offset, pages_spanned};
+use crate::base::addr::{DmaAddr, PhysAddr};
+use crate::base::context::{DeviceConfig, DeviceContext};
+use crate::base::direction::DmaDirection;
+use crate::base::error::MapErrorKind;
 
 /// An IOVA range allocated by [`IommuDomain::alloc_range`], into which
 /// physical ranges are linked. It must be given back with
@@ -176,10 +176,10 @@ impl<H: IommuHardware> IommuDomain<H> {
 #[cfg(all(test, feature = "sim"))]
 mod tests {
     use super::*;
+    use crate::api::device::Device;
     use crate::backend::compose::{Coherent, Composed, NoBounce};
-    use crate::device::Device;
-    use crate::iommu::InvalidationMode;
-    use crate::iommu::testhw::{Op, Recorder};
+    use crate::backend::iommu::InvalidationMode;
+    use crate::backend::iommu::testhw::{Op, Recorder};
     use crate::sim::SimMemory;
 
     type Dev = Device<Composed<SimMemory, IommuDomain<Recorder>, Coherent, NoBounce>>;

@@ -11,9 +11,9 @@
 
 use alloc::collections::BTreeMap;
 
-use crate::addr::DmaAddr;
-use crate::iommu::rcache::{MAX_CACHED_PAGES, RCache};
-use crate::iommu::{PAGE_SHIFT, PAGE_SIZE};
+use crate::backend::iommu::rcache::{MAX_CACHED_PAGES, RCache};
+use crate::backend::iommu::{PAGE_SHIFT, PAGE_SIZE};
+use crate::base::addr::DmaAddr;
 use crate::sync::{AtomicUsize, Mutex, Ordering, lock};
 
 /// A range of IOVA pages handed out by an [`IovaAllocator`]: the proof
@@ -120,7 +120,7 @@ impl FreeTree {
 /// # Example
 ///
 /// ```
-/// use dmacap::iommu::IovaAllocator;
+/// use dmacap::backend::iommu::IovaAllocator;
 ///
 /// let a = IovaAllocator::new(1, 1 << 20); // page frames 1 .. 2^20 (4 GiB)
 /// let x = a.alloc(3, 1 << 20).unwrap();   // rounded up to 4 pages

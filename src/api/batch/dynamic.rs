@@ -5,12 +5,12 @@ use alloc::vec::Vec;
 use super::sealed::SettleItem;
 use super::seen::Seen;
 use super::{FlushOnTheIssuingThread, NotSend, PendingToCpu, Settle};
+use crate::api::device::Device;
+use crate::api::handle::{Mapped, PendingUnmap};
 use crate::backend::Backend;
-use crate::buffer::{CacheSafe, DmaBuffer, Transfer};
-use crate::device::Device;
-use crate::direction::{CpuState, DevOwned, Direction};
-use crate::error::MapError;
-use crate::handle::{Mapped, PendingUnmap};
+use crate::base::buffer::{CacheSafe, DmaBuffer, Transfer};
+use crate::base::direction::{CpuState, DevOwned, Direction};
+use crate::base::error::MapError;
 
 /// A batch of like operations on handles of one type: every map or sync is
 /// issued when the handle is added, and all are completed by one

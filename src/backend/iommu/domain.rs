@@ -3,18 +3,18 @@
 
 use core::fmt;
 
-use crate::addr::{DmaAddr, PhysAddr};
 use crate::backend::compose::{MapAttrs, Translation};
-use crate::device::{DeviceConfig, DeviceContext};
-use crate::direction::DmaDirection;
-use crate::error::MapErrorKind;
-use crate::iommu::flushq::FlushQueues;
-use crate::iommu::gather::{GatherLists, Gathered};
-use crate::iommu::iova::{IovaAlloc, IovaAllocator};
-use crate::iommu::pagetable::{OUTPUT_BITS, PageTable, Prot, Pte};
-use crate::iommu::{
+use crate::backend::iommu::flushq::FlushQueues;
+use crate::backend::iommu::gather::{GatherLists, Gathered};
+use crate::backend::iommu::iova::{IovaAlloc, IovaAllocator};
+use crate::backend::iommu::pagetable::{OUTPUT_BITS, PageTable, Prot, Pte};
+use crate::backend::iommu::{
     IOVA_BITS, InvalidationMode, IommuHardware, PAGE_SHIFT, PAGE_SIZE, page_offset, pages_spanned,
 };
+use crate::base::addr::{DmaAddr, PhysAddr};
+use crate::base::context::{DeviceConfig, DeviceContext};
+use crate::base::direction::DmaDirection;
+use crate::base::error::MapErrorKind;
 use crate::sync::{AtomicUsize, Mutex, Ordering, lock};
 
 /// One device's IOMMU domain: an IOVA allocator, an I/O page table, and
@@ -34,7 +34,7 @@ use crate::sync::{AtomicUsize, Mutex, Ordering, lock};
 ///
 /// ```
 /// use dmacap::backend::compose::{Coherent, Composed, NoBounce};
-/// use dmacap::iommu::{IommuDomain, InvalidationMode};
+/// use dmacap::backend::iommu::{IommuDomain, InvalidationMode};
 /// use dmacap::sim::{SimIommu, SimPlatform};
 /// use dmacap::{Device, DeviceConfig};
 ///
@@ -288,7 +288,7 @@ unsafe impl<H: IommuHardware> Translation for IommuDomain<H> {
     type State = ();
     // `IommuHardware` promises to enforce the entries' permission bits, and
     // a `ToDevice` mapping's entries are read-only.
-    type Enforcement = crate::direction::Enforced;
+    type Enforcement = crate::base::direction::Enforced;
     const UNMAP_IS_NOOP: bool = false;
 
     #[inline(always)]
@@ -397,10 +397,10 @@ impl<H: IommuHardware + fmt::Debug> fmt::Debug for IommuDomain<H> {
 #[cfg(all(test, feature = "sim"))]
 mod tests {
     use super::*;
-    use crate::addr::DmaMask;
+    use crate::api::device::Device;
     use crate::backend::compose::{Coherent, Composed, NoBounce};
-    use crate::device::Device;
-    use crate::iommu::testhw::{Op, Recorder};
+    use crate::backend::iommu::testhw::{Op, Recorder};
+    use crate::base::addr::DmaMask;
     use crate::sim::SimMemory;
 
     type Dev = Device<Composed<SimMemory, IommuDomain<Recorder>, Coherent, NoBounce>>;

@@ -2,8 +2,8 @@
 
 use std::vec::Vec;
 
-use crate::addr::DmaAddr;
-use crate::iommu::IommuHardware;
+use crate::backend::iommu::IommuHardware;
+use crate::base::addr::DmaAddr;
 use crate::sync::{Mutex, lock};
 
 /// What the domain asked of the hardware.

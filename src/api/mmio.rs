@@ -12,11 +12,11 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::mem::ManuallyDrop;
 
-use crate::addr::{DmaAddr, PhysAddr};
+use crate::api::device::Device;
 use crate::backend::{Backend, MmioRequest};
-use crate::device::Device;
-use crate::direction::Direction;
-use crate::error::MapErrorKind;
+use crate::base::addr::{DmaAddr, PhysAddr};
+use crate::base::direction::Direction;
+use crate::base::error::MapErrorKind;
 
 /// An MMIO or peer-memory range mapped for device `'d`, for transfers in
 /// direction `D`. Always device-owned: the CPU has no view of it.

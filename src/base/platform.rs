@@ -9,7 +9,7 @@
 
 use core::ptr::NonNull;
 
-use crate::addr::PhysAddr;
+use crate::base::addr::PhysAddr;
 
 /// Translates CPU addresses of mappable memory to physical addresses.
 ///

@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use crate::addr::{DmaAddr, DmaMask, PhysAddr};
+use crate::base::addr::{DmaAddr, DmaMask, PhysAddr};
 
 /// Why a mapping could not be made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -212,17 +212,17 @@ impl<H> fmt::Debug for RangeError<H> {
 #[error("a handle of device {offered:?} cannot join a list of device {list:?}")]
 pub struct ForeignDeviceError<H> {
     /// The device the list belongs to.
-    pub list: crate::platform::DeviceId,
+    pub list: crate::base::platform::DeviceId,
     /// The device the refused handles belong to.
-    pub offered: crate::platform::DeviceId,
+    pub offered: crate::base::platform::DeviceId,
     handle: H,
 }
 
 impl<H> ForeignDeviceError<H> {
     pub(crate) fn new(
         handle: H,
-        list: crate::platform::DeviceId,
-        offered: crate::platform::DeviceId,
+        list: crate::base::platform::DeviceId,
+        offered: crate::base::platform::DeviceId,
     ) -> Self {
         Self {
             list,

@@ -12,13 +12,13 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::addr::DmaAddr;
+use crate::api::device::{Device, DeviceConfig};
+use crate::api::handle::Mapped;
 use crate::backend::Backend;
-use crate::buffer::{CacheSafe, DmaBuffer, Transfer};
-use crate::device::{Device, DeviceConfig};
-use crate::direction::{CpuOwned, CpuState, CpuWritable, DevOwned, Direction, Ownership};
-use crate::error::{ForeignDeviceError, MapErrorKind, RangeError};
-use crate::handle::Mapped;
+use crate::base::addr::DmaAddr;
+use crate::base::buffer::{CacheSafe, DmaBuffer, Transfer};
+use crate::base::direction::{CpuOwned, CpuState, CpuWritable, DevOwned, Direction, Ownership};
+use crate::base::error::{ForeignDeviceError, MapErrorKind, RangeError};
 
 /// A scatter-gather list of buffers mapped for direction `D` on one device,
 /// all owned by `S`.

@@ -25,7 +25,7 @@
 //!   flush:  one invalidation over the gathered span → sync → free IOVAs
 //! ```
 
-use crate::addr::DmaAddr;
+use crate::base::addr::DmaAddr;
 
 pub mod domain;
 mod flushq;

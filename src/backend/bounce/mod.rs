@@ -69,9 +69,9 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::ptr::NonNull;
 
-use crate::addr::PhysAddr;
 use crate::backend::compose::{BounceReason, BounceSlot};
-use crate::error::MapErrorKind;
+use crate::base::addr::PhysAddr;
+use crate::base::error::MapErrorKind;
 use crate::sync::{Mutex, cpu_hint, lock};
 
 use area::{Area, SlotMeta};

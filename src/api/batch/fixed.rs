@@ -3,12 +3,12 @@
 use super::sealed::SettleItem;
 use super::seen::Seen;
 use super::{FlushOnTheIssuingThread, NotSend, PendingToCpu, Settle};
+use crate::api::device::Device;
+use crate::api::handle::Mapped;
 use crate::backend::Backend;
-use crate::buffer::{CacheSafe, DmaBuffer, Transfer};
-use crate::device::Device;
-use crate::direction::{CpuState, DevOwned, Direction};
-use crate::error::MapError;
-use crate::handle::Mapped;
+use crate::base::buffer::{CacheSafe, DmaBuffer, Transfer};
+use crate::base::direction::{CpuState, DevOwned, Direction};
+use crate::base::error::MapError;
 
 /// A tuple of up to eight [`Settle`] items: what a [`FixedBatch`] holds.
 /// Sealed, with methods private to dmacap; implemented for `()` and tuples
@@ -326,7 +326,7 @@ impl<'d, B: Backend, L: SettleAll> FixedBatch<'d, B, L> {
         handle: Mapped<'d, D, S, Buf, B>,
     ) -> FixedBatch<'d, B, L::Out>
     where
-        L: Push<crate::handle::PendingUnmap<'d, Buf, B>>,
+        L: Push<crate::api::handle::PendingUnmap<'d, Buf, B>>,
     {
         // SAFETY: in a CPU state the device has finished with the buffer.
         self.push(unsafe { handle.issue_unmap() })
@@ -343,7 +343,7 @@ impl<'d, B: Backend, L: SettleAll> FixedBatch<'d, B, L> {
         handle: Mapped<'d, D, DevOwned, Buf, B>,
     ) -> FixedBatch<'d, B, L::Out>
     where
-        L: Push<crate::handle::PendingUnmap<'d, Buf, B>>,
+        L: Push<crate::api::handle::PendingUnmap<'d, Buf, B>>,
     {
         // SAFETY: forwarded from the caller.
         self.push(unsafe { handle.issue_unmap() })

@@ -2,8 +2,8 @@
 //! original's low address bits (`min_align_mask`), the padded region, and
 //! which slot starts may hold it. Pure arithmetic, no pool state.
 
-use crate::addr::PhysAddr;
-use crate::error::MapErrorKind;
+use crate::base::addr::PhysAddr;
+use crate::base::error::MapErrorKind;
 
 use super::{MAX_MAPPING_SIZE, MAX_SLOTS_PER_MAPPING, SLOT_SIZE};
 

@@ -3,10 +3,10 @@
 
 use alloc::sync::Arc;
 
-use crate::addr::PhysAddr;
 use crate::backend::compose::{BouncePolicy, BounceReason, BounceSlot};
-use crate::device::DeviceConfig;
-use crate::error::MapErrorKind;
+use crate::base::addr::PhysAddr;
+use crate::base::context::DeviceConfig;
+use crate::base::error::MapErrorKind;
 
 use super::Swiotlb;
 

@@ -44,10 +44,10 @@ mod seen;
 pub use dynamic::Batch;
 pub use fixed::{FixedBatch, Push, SettleAll};
 
+use crate::api::handle::{Mapped, PendingUnmap};
 use crate::backend::Backend;
-use crate::buffer::DmaBuffer;
-use crate::direction::{CpuOwned, DevOwned, Direction};
-use crate::handle::{Mapped, PendingUnmap};
+use crate::base::buffer::DmaBuffer;
+use crate::base::direction::{CpuOwned, DevOwned, Direction};
 
 /// Keeps a batch on the thread that issued its work (see the module docs):
 /// the completion barrier waits only for the calling CPU's maintenance.

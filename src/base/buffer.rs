@@ -18,7 +18,9 @@ use core::ptr::NonNull;
 
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
-use crate::direction::{Bidirectional, Direction, Enforcement, FromDevice, ToDevice, Unenforced};
+use crate::base::direction::{
+    Bidirectional, Direction, Enforcement, FromDevice, ToDevice, Unenforced,
+};
 
 mod sealed {
     pub trait Sealed {}
@@ -64,7 +66,7 @@ impl<T> DmaTarget for [T] {
 ///   buffer anyway, and the CPU reads it again after the transfer (the
 ///   buffer comes back from unmap), so `T: FromBytes` too: a `Box<bool>`
 ///   mapped to a direct device would come back holding `2`. Behind an
-///   IOMMU ([`Enforced`](crate::direction::Enforced)) the mapping is read-only and `IntoBytes` is
+///   IOMMU ([`Enforced`](crate::base::direction::Enforced)) the mapping is read-only and `IntoBytes` is
 ///   enough.
 /// - [`FromDevice`]: the device writes arbitrary bytes the CPU then reads as
 ///   `T`, so `T: FromBytes` (every bit pattern is a valid `T`), and
@@ -88,7 +90,7 @@ impl<T: ?Sized + transfer::Sealed<D, E>, D: Direction, E: Enforcement> Transfer<
 
 mod transfer {
     use super::*;
-    use crate::direction::read_back::ReadBack;
+    use crate::base::direction::read_back::ReadBack;
 
     /// The real rules; `Transfer` is implemented exactly where these are.
     pub trait Sealed<D, E> {}

@@ -13,7 +13,7 @@
 
 use alloc::vec::Vec;
 
-use crate::iommu::iova::IovaAlloc;
+use crate::backend::iommu::iova::IovaAlloc;
 use crate::sync::{Mutex, lock};
 
 /// One thread's gathered ranges and the page span that covers them.

@@ -19,16 +19,16 @@ use core::marker::PhantomData;
 use core::mem::{ManuallyDrop, size_of};
 use core::ptr::NonNull;
 
-use crate::addr::DmaAddr;
+use crate::api::device::Device;
 use crate::backend::{Backend, MapRequest, Mapping, PhysSlot, SyncRange};
-use crate::buffer::{CacheSafe, DmaBuffer, DmaTarget, Transfer, check_at_map};
-use crate::device::Device;
-use crate::direction::{
+use crate::base::addr::DmaAddr;
+use crate::base::buffer::{CacheSafe, DmaBuffer, DmaTarget, Transfer, check_at_map};
+use crate::base::direction::{
     CpuOwned, CpuOwnedPrefix, CpuState, CpuWritable, DevOwned, DeviceWritable, Direction,
     DmaDirection, Ownership,
 };
-use crate::error::{MapError, MapErrorKind, RangeError};
-use crate::platform::{PhysLookup, Side};
+use crate::base::error::{MapError, MapErrorKind, RangeError};
+use crate::base::platform::{PhysLookup, Side};
 
 /// A buffer mapped for DMA on the device `'d`, for transfers in direction
 /// `D` ([`ToDevice`](crate::ToDevice), [`FromDevice`](crate::FromDevice),
@@ -544,7 +544,7 @@ where
     ///
     /// # Safety
     ///
-    /// As for [`PhysLookup::ownership_changed`](crate::platform::PhysLookup::ownership_changed):
+    /// As for [`PhysLookup::ownership_changed`](crate::base::platform::PhysLookup::ownership_changed):
     /// for `Side::Device` no CPU reference to the buffer exists until the
     /// next `Side::Cpu`; for `Side::Cpu` the buffer was handed to the device
     /// before.

@@ -1,0 +1,18 @@
+//! The typed API, the top layer: what driver code holds and calls.
+//!
+//! - [`handle`]: [`Mapped`](handle::Mapped), the typestate handle of one
+//!   mapping.
+//! - [`device`]: [`Device`](device::Device), which every handle borrows.
+//! - [`batch`]: many hand-overs, one completion.
+//! - [`sg`]: scatter-gather lists.
+//! - [`mmio`]: MMIO and peer-to-peer mappings.
+//!
+//! It builds on the backend layer ([`crate::backend`]) and the base layer
+//! ([`crate::base`]); nothing beneath imports it.
+
+pub mod batch;
+pub mod device;
+pub mod handle;
+pub mod mmio;
+#[cfg(feature = "alloc")]
+pub mod sg;
