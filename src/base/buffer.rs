@@ -119,6 +119,13 @@ mod transfer {
 /// 4. Any bytes written to the memory in the meantime are valid for
 ///    `Target` when the buffer is rebuilt (guaranteed by dmacap's
 ///    [`Transfer`] bounds, which every map call requires).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be mapped for DMA: only owned memory with a stable address can be",
+    label = "not an owned, stable buffer",
+    note = "mappable: `Box<T>`, `Box<[T]>`, `&'static mut T` / `&'static mut [T]`, `sim::SimBuffer`, \
+            and `RawBuffer` for memory you vouch for; a borrow of the stack, a shared `&'static` \
+            (read-only data, kernel text) or a `Vec` (it may reallocate) is not"
+)]
 pub unsafe trait DmaBuffer: Sized {
     /// The contents: `T` or `[T]`.
     type Target: ?Sized + DmaTarget;
