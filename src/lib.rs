@@ -63,7 +63,7 @@ mod sync;
 // The typed API's and the base layer's modules under their short paths.
 #[cfg(feature = "alloc")]
 pub use api::sg;
-pub use api::{batch, device, handle, mmio};
+pub use api::{batch, coherent, device, handle, mmio};
 pub use base::{addr, buffer, context, direction, error, platform};
 
 /// The README's tour, compiled and run as a doctest.
@@ -84,6 +84,7 @@ pub use direction::{
     Bidirectional, CpuOwned, CpuOwnedPrefix, CpuState, CpuWritable, DevOwned, DeviceWritable,
     Direction, DmaDirection, Enforced, Enforcement, FromDevice, Ownership, ToDevice, Unenforced,
 };
-pub use error::{ForeignDeviceError, MapError, MapErrorKind, RangeError};
+pub use error::{AllocError, ForeignDeviceError, MapError, MapErrorKind, RangeError};
+pub use coherent::{Coherent, CoherentBox};
 pub use handle::Mapped;
 pub use mmio::MmioMapped;

@@ -6,11 +6,13 @@
 //! - [`batch`]: many hand-overs, one completion.
 //! - [`sg`]: scatter-gather lists.
 //! - [`mmio`]: MMIO and peer-to-peer mappings.
+//! - [`coherent`]: coherent allocations, CPU-only then shared.
 //!
 //! It builds on the backend layer ([`crate::backend`]) and the base layer
 //! ([`crate::base`]); nothing beneath imports it.
 
 pub mod batch;
+pub mod coherent;
 pub mod device;
 pub mod handle;
 pub mod mmio;

@@ -113,6 +113,13 @@ pub unsafe trait Translation: Send + Sync {
 
     /// Completes the removals this thread issued (an IOTLB invalidation).
     fn flush(&self, dev: &DeviceContext);
+
+    /// The highest physical address the device reaches through this
+    /// translation: its mask for a direct bus (the default), the page
+    /// table's output range behind an IOMMU.
+    fn phys_limit(&self, cfg: &DeviceConfig) -> u64 {
+        cfg.mask().max_addr()
+    }
 }
 
 /// Whether the CPU's caches are coherent with the device: [`Coherent`], or
@@ -767,6 +774,50 @@ where
                 bounce: Bo::not_bounced(),
             },
         ))
+    }
+
+    unsafe fn map_coherent(
+        &self,
+        req: &MmioRequest<'_>,
+    ) -> Result<(DmaAddr, Self::State), MapErrorKind> {
+        // SAFETY: the caller promises a coherent allocation of the platform,
+        // memory the device may be given read and write.
+        let (dma, translation) = unsafe {
+            self.translation.map(
+                req.phys,
+                req.len,
+                DmaDirection::Bidirectional,
+                MapAttrs::RAM,
+                req.device,
+            )
+        }?;
+        Ok((
+            dma,
+            ComposedState {
+                translation,
+                bounce: Bo::not_bounced(),
+            },
+        ))
+    }
+
+    unsafe fn unmap_coherent(
+        &self,
+        dma: DmaAddr,
+        len: usize,
+        state: Self::State,
+        dev: &DeviceContext,
+    ) {
+        // SAFETY: forwarded from the caller: a live coherent mapping, device
+        // done.
+        unsafe { self.translation.unmap(dma, len, state.translation, dev) };
+    }
+
+    fn phys_limit(&self, cfg: &DeviceConfig) -> u64 {
+        self.translation.phys_limit(cfg)
+    }
+
+    fn access_granule(&self) -> usize {
+        self.translation.granule()
     }
 
     unsafe fn unmap_mmio(&self, dma: DmaAddr, len: usize, state: Self::State, dev: &DeviceContext) {

@@ -38,7 +38,7 @@ pub mod noncoherent;
 use core::ptr::NonNull;
 
 use crate::base::addr::{DmaAddr, PhysAddr};
-use crate::base::context::DeviceContext;
+use crate::base::context::{DeviceConfig, DeviceContext};
 use crate::base::direction::DmaDirection;
 use crate::base::direction::Enforcement;
 use crate::base::error::MapErrorKind;
@@ -349,6 +349,56 @@ pub unsafe trait Backend {
         Err(MapErrorKind::Backend(
             "this backend does not map MMIO ranges",
         ))
+    }
+
+    /// Makes a coherent allocation reachable by the device for reading and
+    /// writing: never bounced, no cache maintenance (the memory is uncached
+    /// for a device that does not snoop). The default refuses.
+    ///
+    /// # Safety
+    ///
+    /// `[req.phys, req.phys + req.len)` is a coherent allocation of the
+    /// platform's [`DmaAllocator`](crate::platform::DmaAllocator), which the
+    /// CPU accesses only through its shared accessors while it is mapped.
+    unsafe fn map_coherent(
+        &self,
+        req: &MmioRequest<'_>,
+    ) -> Result<(DmaAddr, Self::State), MapErrorKind> {
+        let _ = req;
+        Err(MapErrorKind::Backend(
+            "this backend does not map coherent allocations",
+        ))
+    }
+
+    /// Issues the removal of a coherent allocation's mapping;
+    /// [`flush`](Self::flush) completes it.
+    ///
+    /// # Safety
+    ///
+    /// `dma`, `len`, `state` describe a live mapping `map_coherent` made,
+    /// never unmapped, and the device has finished with it.
+    unsafe fn unmap_coherent(
+        &self,
+        dma: DmaAddr,
+        len: usize,
+        state: Self::State,
+        dev: &DeviceContext,
+    ) {
+        let _ = (dma, len, state, dev);
+    }
+
+    /// The highest physical address memory allocated for this device may
+    /// use so that the device reaches it without bouncing: its DMA mask for
+    /// direct translation, the whole output range behind an IOMMU.
+    fn phys_limit(&self, cfg: &DeviceConfig) -> u64 {
+        cfg.mask().max_addr()
+    }
+
+    /// The granule at which the translation gives a device access (the
+    /// IOMMU page; `1` for direct translation): allocations for a device
+    /// fill whole granules, so it sees nothing else in them.
+    fn access_granule(&self) -> usize {
+        1
     }
 
     /// Issues the removal of an MMIO mapping; [`flush`](Self::flush)

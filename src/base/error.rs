@@ -245,3 +245,48 @@ impl<H> fmt::Debug for ForeignDeviceError<H> {
             .finish_non_exhaustive()
     }
 }
+
+/// Why a DMA allocation failed. Nothing is held: every pool, IOVA range and
+/// page is as it was before the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AllocError {
+    /// Zero bytes were asked for.
+    #[error("a DMA allocation of zero bytes")]
+    ZeroSize,
+    /// The size overflows once rounded up to whole granules.
+    #[error("a DMA allocation of {elems} elements of {elem_size} bytes overflows")]
+    TooLarge {
+        /// Elements asked for.
+        elems: usize,
+        /// Bytes per element.
+        elem_size: usize,
+    },
+    /// The platform has no memory of this size and alignment that the
+    /// device can reach.
+    #[error(
+        "no DMA memory of {size} bytes aligned to {align} at or below physical {max_phys:#x}"
+    )]
+    OutOfMemory {
+        /// Bytes asked for (rounded to whole granules).
+        size: usize,
+        /// Alignment asked for.
+        align: usize,
+        /// The highest physical address the device reaches.
+        max_phys: u64,
+    },
+    /// The platform allocated memory it cannot translate.
+    #[error("the platform cannot give the physical address of its own allocation")]
+    NoPhysAddr,
+    /// The backend refused to map the allocation (it is never bounced).
+    #[error("the allocation cannot be mapped for the device: {0}")]
+    Map(MapErrorKind),
+    /// The zone's address width exceeds what the device can address.
+    #[error("a zone below 2^{zone_bits} does not fit a device that addresses {mask_bits} bits")]
+    ZoneTooWide {
+        /// The zone's width in bits.
+        zone_bits: u32,
+        /// The device's mask width in bits.
+        mask_bits: u32,
+    },
+}

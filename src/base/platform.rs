@@ -154,3 +154,114 @@ unsafe impl PhysLookup for IdentityMap {
         Some(PhysAddr::new(start))
     }
 }
+
+/// Allocates memory for DMA: the platform side of Linux's
+/// `dma_alloc_coherent` and `dma_alloc_pages`. dmacap's allocations
+/// ([`Device::alloc_coherent`](crate::Device::alloc_coherent),
+/// [`Device::alloc_pages`](crate::Device::alloc_pages)) take their memory
+/// here, map it through the device's backend, and give it back here.
+///
+/// Shared coherent memory is accessed by the CPU only through
+/// [`read_shared`](Self::read_shared) and [`write_shared`](Self::write_shared),
+/// never through a Rust reference: the device may write it at any time.
+/// The defaults are single volatile accesses, right for real hardware; a
+/// platform that runs the device in-process (the simulator) overrides them
+/// to order the CPU's accesses with its device's.
+///
+/// # Safety
+///
+/// An implementation promises:
+///
+/// 1. [`alloc`](Self::alloc) returns `size` (non-zero) zeroed bytes,
+///    aligned to `align`, valid for reads and writes, physically contiguous
+///    as [`phys_of`](PhysLookup::phys_of) reports, whose last byte lies at
+///    or below physical address `max_phys`, and which nothing else uses
+///    until they are given back with [`free`](Self::free) (forever if never).
+/// 2. With `uncached`, the memory is mapped so that the CPU's accesses
+///    through `read_shared`/`write_shared` and a device's accesses see each
+///    other without cache maintenance (uncached, or write-combining, on a
+///    device that does not snoop).
+/// 3. `read_shared` and `write_shared` perform the one access asked, and
+///    are sound when the device accesses the memory at the same time.
+/// 4. [`make_visible`](Self::make_visible) makes every CPU write made to the
+///    range through ordinary references visible to devices.
+pub unsafe trait DmaAllocator: PhysLookup {
+    /// Allocates `size` bytes aligned to `align`, whose last byte lies at or
+    /// below physical `max_phys`, uncached if asked; `None` if there is no
+    /// such memory.
+    fn alloc(&self, size: usize, align: usize, max_phys: u64, uncached: bool)
+    -> Option<NonNull<u8>>;
+
+    /// Gives memory back.
+    ///
+    /// # Safety
+    ///
+    /// `ptr`, `size` and `align` are those of one earlier `alloc`, no device
+    /// can reach the memory any more, and nothing references it.
+    unsafe fn free(&self, ptr: NonNull<u8>, size: usize, align: usize);
+
+    /// The end of the CPU-only phase of a coherent allocation: CPU writes
+    /// made through references become visible to devices. Nothing to do for
+    /// memory that is really uncached (the default).
+    ///
+    /// # Safety
+    ///
+    /// The `len` bytes at `ptr` belong to one allocation of this platform,
+    /// and no reference to them is used from now on.
+    #[inline(always)]
+    unsafe fn make_visible(&self, ptr: NonNull<u8>, len: usize) {
+        let _ = (ptr, len);
+    }
+
+    /// Reads the value at `src` in shared memory.
+    ///
+    /// # Safety
+    ///
+    /// `src` is aligned and lies inside an allocation of this platform that
+    /// is shared with a device (handed over with
+    /// [`PhysLookup::ownership_changed`]) and not freed.
+    #[inline(always)]
+    unsafe fn read_shared<T: zerocopy::FromBytes>(&self, src: NonNull<T>) -> T {
+        // SAFETY: aligned and valid (caller); every bit pattern is a `T`.
+        unsafe { src.as_ptr().read_volatile() }
+    }
+
+    /// Writes `value` at `dst` in shared memory.
+    ///
+    /// # Safety
+    ///
+    /// As for [`read_shared`](Self::read_shared).
+    #[inline(always)]
+    unsafe fn write_shared<T: zerocopy::IntoBytes>(&self, dst: NonNull<T>, value: T) {
+        // SAFETY: aligned and valid (caller).
+        unsafe { dst.as_ptr().write_volatile(value) }
+    }
+}
+
+// SAFETY: forwards to `P`, which keeps the promise.
+unsafe impl<P: DmaAllocator + ?Sized> DmaAllocator for &P {
+    #[inline]
+    fn alloc(&self, size: usize, align: usize, max_phys: u64, uncached: bool) -> Option<NonNull<u8>> {
+        (**self).alloc(size, align, max_phys, uncached)
+    }
+    #[inline]
+    unsafe fn free(&self, ptr: NonNull<u8>, size: usize, align: usize) {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { (**self).free(ptr, size, align) }
+    }
+    #[inline(always)]
+    unsafe fn make_visible(&self, ptr: NonNull<u8>, len: usize) {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { (**self).make_visible(ptr, len) }
+    }
+    #[inline(always)]
+    unsafe fn read_shared<T: zerocopy::FromBytes>(&self, src: NonNull<T>) -> T {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { (**self).read_shared(src) }
+    }
+    #[inline(always)]
+    unsafe fn write_shared<T: zerocopy::IntoBytes>(&self, dst: NonNull<T>, value: T) {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { (**self).write_shared(dst, value) }
+    }
+}

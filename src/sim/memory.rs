@@ -635,6 +635,120 @@ unsafe impl PhysLookup for SimMemory {
 }
 
 impl SimMemory {
+    /// The shared range holding `len` bytes at `ptr`, as `(offset, grant
+    /// pointer for them)`, with the grant table locked so that no device
+    /// access runs meanwhile.
+    ///
+    /// # Panics
+    ///
+    /// If the bytes are not inside one granted range: shared memory is
+    /// accessed only while it is handed to a device.
+    fn shared_access<R>(
+        &self,
+        ptr: NonNull<u8>,
+        len: usize,
+        f: impl FnOnce(Option<&CacheModel>, usize) -> R,
+    ) -> R {
+        let off = self
+            .cpu_offset(ptr, len)
+            .expect("shared access outside the simulated RAM");
+        let granted = self.ram.granted.lock().unwrap_or_else(|e| e.into_inner());
+        let inside = granted
+            .range(..=off)
+            .next_back()
+            .is_some_and(|(&g, grant)| off + len <= g + grant.len);
+        assert!(inside, "shared access to memory no device shares");
+        let r = f(self.model(), off);
+        drop(granted);
+        r
+    }
+}
+
+// SAFETY: (1) `alloc` reserves a fresh range of the block from the
+// allocator (exclusively the caller's until `free` releases it), zeroed in
+// the CPU's view and in memory alike, contiguous from its physical address,
+// and refused if its last byte lies above `max_phys`; alignment is at most a
+// page, the block's own. (2) Shared accesses of non-coherent RAM go to
+// memory itself, past the simulated cache, as an uncached mapping does; on
+// coherent RAM the CPU and devices share the block. (3) `read_shared` and
+// `write_shared` hold the grant table's lock, which every device access
+// holds too, so they never race a device access. (4) `make_visible` writes
+// back the range's dirty lines.
+unsafe impl crate::base::platform::DmaAllocator for SimMemory {
+    fn alloc(&self, size: usize, align: usize, max_phys: u64, _uncached: bool) -> Option<NonNull<u8>> {
+        if size == 0 {
+            return None;
+        }
+        let off = self.reserve(size, align).ok()?;
+        let last = self.ram.phys_base.as_u64() + (off + size - 1) as u64;
+        if last > max_phys {
+            self.release(off, size);
+            return None;
+        }
+        // SAFETY: `off + size <= size of the block`: reserved inside it.
+        let ptr = unsafe { self.ram.base.add(off) };
+        let shadow = self.model().map(CacheModel::shadow);
+        // SAFETY: just reserved, so nothing else uses it.
+        unsafe { ptr.write_bytes(0, size) };
+        if let Some(mut shadow) = shadow {
+            shadow.zero(off, size);
+        }
+        Some(ptr)
+    }
+
+    unsafe fn free(&self, ptr: NonNull<u8>, size: usize, _align: usize) {
+        let off = self
+            .cpu_offset(ptr, size)
+            .expect("freeing memory this simulated RAM did not allocate");
+        self.release(off, size);
+    }
+
+    unsafe fn make_visible(&self, ptr: NonNull<u8>, len: usize) {
+        let (Some(model), Some(off)) = (self.model(), self.cpu_offset(ptr, len)) else {
+            return;
+        };
+        // SAFETY: the bytes are an allocation of this RAM that no reference
+        // uses any more (caller), at `off` in the block.
+        unsafe { model.shadow().evict(ptr, off, len) };
+    }
+
+    unsafe fn read_shared<T: zerocopy::FromBytes>(&self, src: NonNull<T>) -> T {
+        let len = size_of::<T>();
+        let mut out = core::mem::MaybeUninit::<T>::uninit();
+        let dst = out.as_mut_ptr().cast::<u8>();
+        self.shared_access(src.cast(), len, |model, off| match model {
+            Some(model) => {
+                // SAFETY: `dst` is a local of `len` bytes.
+                let out = unsafe { core::slice::from_raw_parts_mut(dst, len) };
+                model.shadow().read_ram(off, out);
+            }
+            // SAFETY: `src` is valid for `len` bytes (caller) and no device
+            // access runs while the grant table is locked; `dst` is a local.
+            None => unsafe { core::ptr::copy_nonoverlapping(src.as_ptr().cast::<u8>(), dst, len) },
+        });
+        // SAFETY: all `len` bytes were written, and every bit pattern is a
+        // valid `T` (`FromBytes`).
+        unsafe { out.assume_init() }
+    }
+
+    unsafe fn write_shared<T: zerocopy::IntoBytes>(&self, dst: NonNull<T>, value: T) {
+        // SAFETY: a `T: IntoBytes` has no padding: all its bytes are
+        // initialised; the slice lives no longer than `value`.
+        let bytes = unsafe {
+            core::slice::from_raw_parts(core::ptr::from_ref(&value).cast::<u8>(), size_of::<T>())
+        };
+        self.shared_access(dst.cast(), bytes.len(), |model, off| match model {
+            Some(model) => model.shadow().write_ram(off, bytes),
+            // SAFETY: `dst` is valid for the bytes (caller) and no device
+            // access runs while the grant table is locked.
+            None => unsafe {
+                core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.as_ptr().cast::<u8>(), bytes.len())
+            },
+        });
+    }
+}
+
+impl SimMemory {
     /// The offset of `len` bytes at `cpu` in the RAM block, if they are all
     /// inside it.
     pub(super) fn cpu_offset(&self, cpu: NonNull<u8>, len: usize) -> Option<usize> {

@@ -350,6 +350,10 @@ unsafe impl<H: IommuHardware> Translation for IommuDomain<H> {
     fn flush(&self, dev: &DeviceContext) {
         self.gather.flush(|g| self.complete_gather(g, dev));
     }
+
+    fn phys_limit(&self, _: &DeviceConfig) -> u64 {
+        (1 << OUTPUT_BITS) - 1
+    }
 }
 
 /// Page tables of domains dropped while a device could still walk them,
