@@ -78,6 +78,7 @@ pub use typenum;
 
 pub use addr::{DmaAddr, DmaMask, PhysAddr};
 pub use buffer::{DmaBuffer, RawBuffer, Transfer};
+pub use coherent::{Coherent, CoherentBox};
 pub use context::{DeviceConfig, DeviceStats};
 pub use device::Device;
 pub use direction::{
@@ -85,6 +86,5 @@ pub use direction::{
     Direction, DmaDirection, Enforced, Enforcement, FromDevice, Ownership, ToDevice, Unenforced,
 };
 pub use error::{AllocError, ForeignDeviceError, MapError, MapErrorKind, RangeError};
-pub use coherent::{Coherent, CoherentBox};
 pub use handle::Mapped;
 pub use mmio::MmioMapped;

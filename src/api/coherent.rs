@@ -25,7 +25,7 @@
 //!   accesses never race each other.
 //!
 //! On a device that does not snoop the CPU's caches the platform maps the
-//! memory uncached ([`DmaAllocator::alloc`]'s `uncached`), so neither phase
+//! memory uncached ([`DmaAllocator::alloc_dma`]'s `uncached`), so neither phase
 //! needs cache maintenance; behind an IOMMU the allocation fills whole
 //! IOMMU pages, so the device sees nothing else in them.
 //!
@@ -80,10 +80,12 @@ pub(crate) fn dma_layout<B: Backend>(
 ) -> Result<(usize, usize), AllocError> {
     let line = <B::Granule as typenum::Unsigned>::USIZE;
     let unit = line.max(device.backend().access_granule());
-    let size = bytes.checked_next_multiple_of(unit).ok_or(AllocError::TooLarge {
-        elems: bytes,
-        elem_size: 1,
-    })?;
+    let size = bytes
+        .checked_next_multiple_of(unit)
+        .ok_or(AllocError::TooLarge {
+            elems: bytes,
+            elem_size: 1,
+        })?;
     Ok((size, align.max(unit)))
 }
 
@@ -101,7 +103,7 @@ where
     let max_phys = device.backend().phys_limit(device.config());
     device
         .platform()
-        .alloc(size, align, max_phys, uncached)
+        .alloc_dma(size, align, max_phys, uncached)
         .ok_or(AllocError::OutOfMemory {
             size,
             align,
@@ -115,7 +117,7 @@ where
 /// # Invariants
 ///
 /// `ptr` points to `size` bytes aligned to `align` from one
-/// [`DmaAllocator::alloc`] of the device's platform (`size` covers the
+/// [`DmaAllocator::alloc_dma`] of the device's platform (`size` covers the
 /// contents and rounds them up to whole granules), holding a valid `T`; no
 /// device can reach them; nothing else references them.
 pub struct CoherentBox<'d, T: ?Sized + DmaTarget, B: Backend>
@@ -167,10 +169,12 @@ where
         &self,
         len: usize,
     ) -> Result<CoherentBox<'_, [T], B>, AllocError> {
-        let bytes = len.checked_mul(size_of::<T>()).ok_or(AllocError::TooLarge {
-            elems: len,
-            elem_size: size_of::<T>(),
-        })?;
+        let bytes = len
+            .checked_mul(size_of::<T>())
+            .ok_or(AllocError::TooLarge {
+                elems: len,
+                elem_size: size_of::<T>(),
+            })?;
         if bytes == 0 {
             return Err(AllocError::ZeroSize);
         }
@@ -206,7 +210,7 @@ where
         let platform = device.platform();
         let Some(phys) = platform.phys_of(cpu, this.size) else {
             // SAFETY: never mapped; `this` is not used again.
-            unsafe { platform.free(cpu, this.size, this.align) };
+            unsafe { platform.free_dma(cpu, this.size, this.align) };
             return Err(AllocError::NoPhysAddr);
         };
         // SAFETY: the allocation is this handle's, and from here on no
@@ -239,7 +243,7 @@ where
             Err(kind) => {
                 // SAFETY: the map failed and holds nothing; no device reaches
                 // the memory, and `this` is not used again.
-                unsafe { platform.free(cpu, this.size, this.align) };
+                unsafe { platform.free_dma(cpu, this.size, this.align) };
                 Err(AllocError::Map(kind))
             }
         }
@@ -287,7 +291,7 @@ where
         unsafe {
             self.device
                 .platform()
-                .free(self.ptr.cast(), self.size, self.align)
+                .free_dma(self.ptr.cast(), self.size, self.align)
         };
     }
 }
@@ -378,7 +382,10 @@ where
     fn field_ptr<F>(&self, elem: usize, offset: usize) -> NonNull<F> {
         let size = size_of::<T::Elem>();
         assert!(
-            elem < self.elems() && offset.checked_add(size_of::<F>()).is_some_and(|e| e <= size),
+            elem < self.elems()
+                && offset
+                    .checked_add(size_of::<F>())
+                    .is_some_and(|e| e <= size),
             "field at element {elem}, offset {offset} is outside the coherent allocation"
         );
         // SAFETY: `elem * size + offset + size_of::<F>()` lies inside the
@@ -487,7 +494,7 @@ where
         device.backend().flush(device.context());
         // SAFETY: unmapped and the invalidation completed: no device reaches
         // it; nothing references it.
-        unsafe { device.platform().free(cpu, this.size, this.align) };
+        unsafe { device.platform().free_dma(cpu, this.size, this.align) };
     }
 }
 

@@ -264,9 +264,7 @@ pub enum AllocError {
     },
     /// The platform has no memory of this size and alignment that the
     /// device can reach.
-    #[error(
-        "no DMA memory of {size} bytes aligned to {align} at or below physical {max_phys:#x}"
-    )]
+    #[error("no DMA memory of {size} bytes aligned to {align} at or below physical {max_phys:#x}")]
     OutOfMemory {
         /// Bytes asked for (rounded to whole granules).
         size: usize,

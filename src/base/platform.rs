@@ -189,16 +189,21 @@ pub unsafe trait DmaAllocator: PhysLookup {
     /// Allocates `size` bytes aligned to `align`, whose last byte lies at or
     /// below physical `max_phys`, uncached if asked; `None` if there is no
     /// such memory.
-    fn alloc(&self, size: usize, align: usize, max_phys: u64, uncached: bool)
-    -> Option<NonNull<u8>>;
+    fn alloc_dma(
+        &self,
+        size: usize,
+        align: usize,
+        max_phys: u64,
+        uncached: bool,
+    ) -> Option<NonNull<u8>>;
 
     /// Gives memory back.
     ///
     /// # Safety
     ///
-    /// `ptr`, `size` and `align` are those of one earlier `alloc`, no device
+    /// `ptr`, `size` and `align` are those of one earlier `alloc_dma`, no device
     /// can reach the memory any more, and nothing references it.
-    unsafe fn free(&self, ptr: NonNull<u8>, size: usize, align: usize);
+    unsafe fn free_dma(&self, ptr: NonNull<u8>, size: usize, align: usize);
 
     /// The end of the CPU-only phase of a coherent allocation: CPU writes
     /// made through references become visible to devices. Nothing to do for
@@ -241,13 +246,19 @@ pub unsafe trait DmaAllocator: PhysLookup {
 // SAFETY: forwards to `P`, which keeps the promise.
 unsafe impl<P: DmaAllocator + ?Sized> DmaAllocator for &P {
     #[inline]
-    fn alloc(&self, size: usize, align: usize, max_phys: u64, uncached: bool) -> Option<NonNull<u8>> {
-        (**self).alloc(size, align, max_phys, uncached)
+    fn alloc_dma(
+        &self,
+        size: usize,
+        align: usize,
+        max_phys: u64,
+        uncached: bool,
+    ) -> Option<NonNull<u8>> {
+        (**self).alloc_dma(size, align, max_phys, uncached)
     }
     #[inline]
-    unsafe fn free(&self, ptr: NonNull<u8>, size: usize, align: usize) {
+    unsafe fn free_dma(&self, ptr: NonNull<u8>, size: usize, align: usize) {
         // SAFETY: the caller's promise, passed on.
-        unsafe { (**self).free(ptr, size, align) }
+        unsafe { (**self).free_dma(ptr, size, align) }
     }
     #[inline(always)]
     unsafe fn make_visible(&self, ptr: NonNull<u8>, len: usize) {

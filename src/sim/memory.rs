@@ -675,7 +675,13 @@ impl SimMemory {
 // holds too, so they never race a device access. (4) `make_visible` writes
 // back the range's dirty lines.
 unsafe impl crate::base::platform::DmaAllocator for SimMemory {
-    fn alloc(&self, size: usize, align: usize, max_phys: u64, _uncached: bool) -> Option<NonNull<u8>> {
+    fn alloc_dma(
+        &self,
+        size: usize,
+        align: usize,
+        max_phys: u64,
+        _uncached: bool,
+    ) -> Option<NonNull<u8>> {
         if size == 0 {
             return None;
         }
@@ -696,7 +702,7 @@ unsafe impl crate::base::platform::DmaAllocator for SimMemory {
         Some(ptr)
     }
 
-    unsafe fn free(&self, ptr: NonNull<u8>, size: usize, _align: usize) {
+    unsafe fn free_dma(&self, ptr: NonNull<u8>, size: usize, _align: usize) {
         let off = self
             .cpu_offset(ptr, size)
             .expect("freeing memory this simulated RAM did not allocate");
@@ -742,7 +748,11 @@ unsafe impl crate::base::platform::DmaAllocator for SimMemory {
             // SAFETY: `dst` is valid for the bytes (caller) and no device
             // access runs while the grant table is locked.
             None => unsafe {
-                core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.as_ptr().cast::<u8>(), bytes.len())
+                core::ptr::copy_nonoverlapping(
+                    bytes.as_ptr(),
+                    dst.as_ptr().cast::<u8>(),
+                    bytes.len(),
+                )
             },
         });
     }
