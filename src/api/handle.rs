@@ -149,6 +149,21 @@ where
     {
         // Also fails the build if a `LineAligned` promise is false.
         let check_granule = check_at_map::<Buf::Target, B::Granule>();
+        Self::map_issue_with(device, buf, check_granule, false)
+    }
+
+    /// [`map_issue`](Self::map_issue) with the cache-line check chosen by
+    /// the caller (`check_granule`: check the address and length at run
+    /// time) and, with `no_bounce`, a refusal instead of a bounce.
+    pub(crate) fn map_issue_with(
+        device: &'d Device<B>,
+        buf: Buf,
+        check_granule: bool,
+        no_bounce: bool,
+    ) -> Result<Self, MapError<Buf>>
+    where
+        Buf::Target: Transfer<D, B::Enforcement>,
+    {
         let (ptr, keep) = buf.into_raw_parts();
         let len = <Buf::Target as DmaTarget>::byte_len(ptr);
         let cpu = ptr.cast::<u8>();
@@ -179,6 +194,7 @@ where
             dir: D::VALUE,
             device: device.context(),
             granule_ok,
+            no_bounce,
         };
         // SAFETY: the buffer was given up (`into_raw_parts`): its bytes are
         // valid, initialised, physically contiguous from `phys` (the
@@ -253,6 +269,18 @@ where
         unsafe { self.issue_sync_for_cpu(SyncRange::whole(len)) };
     }
 
+    /// The handle, CPU-owned, for a mapping no device was ever given (an
+    /// allocation returned to the CPU first).
+    ///
+    /// # Safety
+    ///
+    /// [`granted`](Self::granted) was never called, and the map's
+    /// maintenance has completed.
+    #[inline(always)]
+    pub(crate) unsafe fn into_cpu_owned_never_granted(self) -> Mapped<'d, D, CpuOwned, Buf, B> {
+        self.into_state(CpuOwned)
+    }
+
     /// The handle, CPU-owned, once [`issue_to_cpu`](Self::issue_to_cpu)'s
     /// maintenance has been completed by a flush on this thread.
     #[inline(always)]
@@ -316,6 +344,116 @@ where
     pub unsafe fn unmap(self) -> Buf {
         // SAFETY: the caller promises the device is finished.
         unsafe { self.issue_unmap() }.finish()
+    }
+}
+
+impl<D, Buf, B> Mapped<'_, D, DevOwned, Buf, B>
+where
+    D: Direction,
+    Buf: DmaBuffer,
+    B: Backend,
+{
+    /// Checks that `len` bytes at `offset` lie inside the mapping.
+    fn byte_range(&self, offset: usize, len: usize) -> Result<SyncRange, RangeError<()>> {
+        let available = self.byte_len();
+        match offset.checked_add(len) {
+            Some(end) if end <= available && len > 0 => Ok(SyncRange { offset, len }),
+            _ => Err(RangeError::new((), offset.saturating_add(len), available)),
+        }
+    }
+
+    /// Reads `out.len()` bytes at byte `offset` of a mapping the device
+    /// keeps owning: a ranged sync for the CPU (Linux's
+    /// `dma_sync_single_range_for_cpu`) and a copy, with no reference into
+    /// the buffer. For long-lived mappings such as a descriptor ring in
+    /// streaming memory, where the device owns the rest while the CPU looks
+    /// at one entry.
+    ///
+    /// # Errors
+    ///
+    /// A range that is empty or leaves the mapping is refused.
+    ///
+    /// # Safety
+    ///
+    /// The device does not access the range from before the call (observed
+    /// by the driver, as for [`sync_for_cpu`](Self::sync_for_cpu)) until it
+    /// returns.
+    pub unsafe fn read_range(&self, offset: usize, out: &mut [u8]) -> Result<(), RangeError<()>>
+    where
+        <Buf::Target as DmaTarget>::Elem: zerocopy::IntoBytes,
+    {
+        let range = self.byte_range(offset, out.len())?;
+        if Self::CPU_SYNC {
+            // SAFETY: the mapping is live, the range inside it, the device
+            // leaves it alone (caller) and no CPU reference to it exists.
+            unsafe {
+                self.device
+                    .backend()
+                    .sync_for_cpu(&self.mapping(), &self.map_state, range)
+            };
+            self.device.backend().flush(self.device.context());
+        }
+        // SAFETY: inside the buffer; its element type has no padding, so the
+        // bytes are initialised; the device leaves them alone (caller) and
+        // `out` is caller memory, not the buffer.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                self.ptr.cast::<u8>().as_ptr().add(offset),
+                out.as_mut_ptr(),
+                out.len(),
+            )
+        };
+        Ok(())
+    }
+
+    /// Writes `data` at byte `offset` of a mapping the device keeps
+    /// owning, and hands that range to the device: a copy and a ranged sync
+    /// for the device (Linux's `dma_sync_single_range_for_device`).
+    ///
+    /// # Errors
+    ///
+    /// A range that is empty or leaves the mapping is refused, and so is one
+    /// that does not start and end on the backend's cache-line granule (or
+    /// the mapping's end): cleaning a partial line would write back the rest
+    /// of it over what the device is writing there.
+    ///
+    /// # Safety
+    ///
+    /// As for [`read_range`](Self::read_range): the device does not access
+    /// the range during the call.
+    pub unsafe fn write_range(&self, offset: usize, data: &[u8]) -> Result<(), RangeError<()>>
+    where
+        D: CpuWritable,
+        <Buf::Target as DmaTarget>::Elem: zerocopy::FromBytes,
+    {
+        let range = self.byte_range(offset, data.len())?;
+        let granule = <B::Granule as typenum::Unsigned>::USIZE;
+        let end = range.end();
+        if !offset.is_multiple_of(granule)
+            || !(end.is_multiple_of(granule) || end == self.byte_len())
+        {
+            return Err(RangeError::new((), end, self.byte_len()));
+        }
+        // SAFETY: inside the buffer; any bytes are a valid element
+        // (`FromBytes`); the device leaves the range alone (caller) and
+        // `data` is caller memory.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.ptr.cast::<u8>().as_ptr().add(offset),
+                data.len(),
+            )
+        };
+        if !B::SYNC_IS_NOOP {
+            // SAFETY: live mapping, range inside it, no CPU reference.
+            unsafe {
+                self.device
+                    .backend()
+                    .sync_for_device(&self.mapping(), &self.map_state, range)
+            };
+            self.device.backend().flush(self.device.context());
+        }
+        Ok(())
     }
 }
 

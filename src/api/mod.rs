@@ -7,6 +7,8 @@
 //! - [`sg`]: scatter-gather lists.
 //! - [`mmio`]: MMIO and peer-to-peer mappings.
 //! - [`coherent`]: coherent allocations, CPU-only then shared.
+//! - [`pages`]: page allocations in the ordinary typestate, and maps that
+//!   must never bounce.
 //!
 //! It builds on the backend layer ([`crate::backend`]) and the base layer
 //! ([`crate::base`]); nothing beneath imports it.
@@ -16,5 +18,6 @@ pub mod coherent;
 pub mod device;
 pub mod handle;
 pub mod mmio;
+pub mod pages;
 #[cfg(feature = "alloc")]
 pub mod sg;

@@ -346,6 +346,19 @@ unsafe impl BouncePolicy for NoBounce {
     unsafe fn release(&self, (): ()) {}
 }
 
+/// Backends whose type proves they never bounce: any composition with
+/// [`NoBounce`]. [`Device::map_unbounced`](crate::Device::map_unbounced)
+/// needs it. Sealed.
+#[diagnostic::on_unimplemented(
+    message = "this backend may bounce buffers, so a map that must never bounce is not proven by its type",
+    label = "its bounce policy is not `NoBounce`",
+    note = "use `Device::map_require_unbounced` to refuse a bounce at run time instead"
+)]
+pub trait NeverBounces: Backend + sealed::Sealed {}
+
+impl<P, T, K> sealed::Sealed for Composed<P, T, K, NoBounce> {}
+impl<P, T, K> NeverBounces for Composed<P, T, K, NoBounce> where Self: Backend {}
+
 /// The physical-address slot of a composition: nothing if neither the
 /// coherency nor the bounce policy needs it.
 pub trait PhysJoin<Other: PhysSlot>: PhysSlot {
@@ -522,6 +535,20 @@ where
     }
 }
 
+/// The refusal of a mapping that must not bounce.
+#[cold]
+fn would_bounce(req: &MapRequest<'_>, reason: BounceReason) -> MapErrorKind {
+    MapErrorKind::WouldBounce {
+        phys: req.phys,
+        len: req.len,
+        reason: match reason {
+            BounceReason::Unreachable => "the device cannot address it",
+            BounceReason::SharesCacheLine => "it shares a cache line with other data",
+            BounceReason::Untrusted => "an untrusted device would see the rest of its IOMMU pages",
+        },
+    }
+}
+
 /// Copies `len` bytes between the original buffer and its slot.
 ///
 /// # Safety
@@ -572,6 +599,7 @@ where
         let stats = req.device.stats();
         let bounce = match self.early_bounce_reason(req) {
             Some(reason) if Bo::NEVER => return Err(self.unbounced_error(req, reason)),
+            Some(reason) if req.no_bounce => return Err(would_bounce(req, reason)),
             Some(reason) => self.alloc_bounce(req, reason)?,
             // The common case: map the buffer where it lies, translating
             // once; bounce only if the translation cannot address it.
@@ -594,6 +622,11 @@ where
                                 bounce: Bo::not_bounced(),
                             },
                         ));
+                    }
+                    Err(MapErrorKind::BeyondMask { .. } | MapErrorKind::NoDmaWindow { .. })
+                        if !Bo::NEVER && req.no_bounce =>
+                    {
+                        return Err(would_bounce(req, BounceReason::Unreachable));
                     }
                     Err(MapErrorKind::BeyondMask { .. } | MapErrorKind::NoDmaWindow { .. })
                         if !Bo::NEVER =>

@@ -112,6 +112,10 @@ pub struct MapRequest<'a> {
     /// with other data. A backend that cannot bounce it must refuse it
     /// with [`MapErrorKind::SharesCacheLine`].
     pub granule_ok: bool,
+    /// `true` when the mapping must not bounce (Linux's
+    /// `DMA_ATTR_REQUIRE_COHERENT`): a buffer that would have to is refused
+    /// with [`MapErrorKind::WouldBounce`].
+    pub no_bounce: bool,
 }
 
 /// A request to map an MMIO or peer-to-peer range (Linux's

@@ -348,6 +348,74 @@ impl<T: ?Sized + cache_safe::Sealed<G>, G> CacheSafe<G> for T {}
 pub trait Granule:
     typenum::Unsigned + typenum::PowerOfTwo + cache_safe::Rules<[u8]> + Send + Sync + 'static
 {
+    /// One granule of bytes, aligned to it: [`Line64`] for `U64`, `u8` for
+    /// `U1`. A `Box<[G::Line]>` ([`LineBuf`]) is a byte buffer whose type
+    /// proves it owns whole cache lines, so it maps on a non-coherent
+    /// backend of granule `G` with no run-time check and no bounce.
+    type Line: FromBytes
+        + IntoBytes
+        + Immutable
+        + zerocopy::KnownLayout
+        + Copy
+        + Send
+        + Sync
+        + 'static;
+}
+
+/// A byte buffer of whole cache-line granules `G`: see [`Granule::Line`]
+/// and [`line_buf`]. Its bytes are `zerocopy::IntoBytes::as_bytes` of the
+/// slice.
+#[cfg(feature = "alloc")]
+pub type LineBuf<G> = alloc::boxed::Box<[<G as Granule>::Line]>;
+
+/// A zeroed [`LineBuf`] of at least `bytes` bytes (whole granules): a
+/// network driver's MTU receive buffer for a non-coherent device.
+///
+/// ```
+/// use dmacap::buffer::line_buf;
+/// use dmacap::typenum::U64;
+/// use zerocopy::IntoBytes;
+///
+/// let sim = dmacap::sim::SimPlatform::noncoherent(1 << 16);
+/// let dev = sim.noncoherent_device();
+/// let rx = dev.map_from_device(line_buf::<U64>(1500)).unwrap(); // 24 lines, no check, no bounce
+/// // SAFETY: no device runs.
+/// let rx = unsafe { rx.sync_for_cpu() };
+/// assert_eq!(rx.contents().as_bytes().len(), 1536);
+/// ```
+#[cfg(feature = "alloc")]
+pub fn line_buf<G: Granule>(bytes: usize) -> LineBuf<G> {
+    let lines = bytes.div_ceil(core::mem::size_of::<G::Line>().max(1));
+    alloc::vec![<G::Line as zerocopy::FromZeros>::new_zeroed(); lines].into_boxed_slice()
+}
+
+macro_rules! lines {
+    ($($name:ident = $g:ty, $n:literal: [$($smaller:ty),*];)*) => {$(
+        #[doc = concat!("One ", stringify!($n), "-byte cache-line granule of bytes, aligned to it.")]
+        #[derive(FromBytes, IntoBytes, Immutable, zerocopy::KnownLayout, Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(C, align($n))]
+        pub struct $name(pub [u8; $n]);
+
+        // SAFETY: aligned to $n and $n bytes long, a multiple of every
+        // smaller power of two.
+        unsafe impl LineAligned<$g> for $name {}
+        $(
+            // SAFETY: as above.
+            unsafe impl LineAligned<$smaller> for $name {}
+        )*
+
+        impl cache_safe::GranuleLine for $g {
+            type Line = $name;
+        }
+    )*};
+}
+
+lines! {
+    Line16 = typenum::U16, 16: [];
+    Line32 = typenum::U32, 32: [typenum::U16];
+    Line64 = typenum::U64, 64: [typenum::U16, typenum::U32];
+    Line128 = typenum::U128, 128: [typenum::U16, typenum::U32, typenum::U64];
+    Line256 = typenum::U256, 256: [typenum::U16, typenum::U32, typenum::U64, typenum::U128];
 }
 
 /// Whether contents of this type must have their address and length
@@ -362,6 +430,7 @@ pub(crate) fn check_at_map<T: ?Sized + CacheSafe<G>, G>() -> bool {
 
 mod cache_safe {
     use super::{Granule, LineAligned, LineCheck};
+    use zerocopy;
 
     /// What `CacheSafe` asks, answered by the granule `Self` for contents
     /// `T`; implemented exactly for the cases the trait documents.
@@ -389,7 +458,21 @@ mod cache_safe {
         const CHECK_AT_MAP: bool = false;
         const CHECK: () = ();
     }
-    impl Granule for typenum::U1 {}
+    impl Granule for typenum::U1 {
+        type Line = u8;
+    }
+
+    /// The line type of each granule above `U1`, set by `lines!`.
+    pub trait GranuleLine {
+        type Line: zerocopy::FromBytes
+            + zerocopy::IntoBytes
+            + zerocopy::Immutable
+            + zerocopy::KnownLayout
+            + Copy
+            + Send
+            + Sync
+            + 'static;
+    }
 
     macro_rules! cache_safe_granules {
         ($($g:ty),*) => {$(
@@ -409,7 +492,9 @@ mod cache_safe {
                 const CHECK_AT_MAP: bool = true;
                 const CHECK: () = ();
             }
-            impl Granule for $g {}
+            impl Granule for $g {
+                type Line = <$g as GranuleLine>::Line;
+            }
         )*};
     }
 
@@ -420,4 +505,129 @@ mod cache_safe {
         typenum::U128,
         typenum::U256
     );
+}
+
+/// Memory allocated for DMA from a platform's [`DmaAllocator`]: whole
+/// cache-line granules (and whole IOMMU pages behind an IOMMU), within the
+/// device's reach, zeroed. What
+/// [`Device::alloc_pages`](crate::Device::alloc_pages) maps; once unmapped,
+/// an ordinary owned buffer that dereferences to its contents and gives its
+/// memory back to the platform when dropped.
+///
+/// # Invariants
+///
+/// `ptr` points to `size` bytes aligned to `align` from one
+/// `platform.alloc_dma`, holding a valid `T` in their first bytes, owned by
+/// this value alone.
+pub struct DmaPages<T: ?Sized + DmaTarget, P: crate::base::platform::DmaAllocator> {
+    ptr: NonNull<T>,
+    keep: PagesKeep<P>,
+}
+
+/// What a mapped [`DmaPages`] keeps besides its pointer: the platform to
+/// give the memory back to, and the allocation's size and alignment.
+/// Forgetting it frees nothing.
+#[derive(Debug)]
+pub struct PagesKeep<P> {
+    platform: P,
+    size: usize,
+    align: usize,
+}
+
+impl<T: ?Sized + DmaTarget, P: crate::base::platform::DmaAllocator> DmaPages<T, P> {
+    /// Wraps an allocation.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` points to `size` bytes aligned to `align` from one
+    /// `platform.alloc_dma` call, owned by the caller, holding a valid `T`.
+    pub(crate) unsafe fn from_alloc(
+        ptr: NonNull<T>,
+        platform: P,
+        size: usize,
+        align: usize,
+    ) -> Self {
+        Self {
+            ptr,
+            keep: PagesKeep {
+                platform,
+                size,
+                align,
+            },
+        }
+    }
+
+    /// Bytes allocated (the contents rounded up to whole granules).
+    pub fn allocated_bytes(&self) -> usize {
+        self.keep.size
+    }
+}
+
+impl<T: ?Sized + DmaTarget, P: crate::base::platform::DmaAllocator> core::ops::Deref
+    for DmaPages<T, P>
+{
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: a valid `T` owned by this value (invariant).
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T: ?Sized + DmaTarget, P: crate::base::platform::DmaAllocator> core::ops::DerefMut
+    for DmaPages<T, P>
+{
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as for `deref`; `&mut self` makes it exclusive.
+        unsafe { self.ptr.as_mut() }
+    }
+}
+
+impl<T: ?Sized + DmaTarget, P: crate::base::platform::DmaAllocator> Drop for DmaPages<T, P> {
+    fn drop(&mut self) {
+        let k = &self.keep;
+        // SAFETY: the allocation is this value's alone and unmapped (a mapped
+        // one is held as raw parts, not as a `DmaPages`).
+        unsafe { k.platform.free_dma(self.ptr.cast(), k.size, k.align) };
+    }
+}
+
+impl<T: ?Sized + DmaTarget, P: crate::base::platform::DmaAllocator> core::fmt::Debug
+    for DmaPages<T, P>
+{
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "DmaPages {{ bytes: {} }}", self.keep.size)
+    }
+}
+
+// SAFETY: owns its contents like a `Box<T>`; the platform handle moves with
+// it (`P: Send`) and frees from whichever thread drops it.
+unsafe impl<T: ?Sized + DmaTarget + Send, P: crate::base::platform::DmaAllocator + Send> Send
+    for DmaPages<T, P>
+{
+}
+// SAFETY: `&DmaPages` gives `&T` and nothing of the platform.
+unsafe impl<T: ?Sized + DmaTarget + Sync, P: crate::base::platform::DmaAllocator + Sync> Sync
+    for DmaPages<T, P>
+{
+}
+
+// SAFETY: (1) the allocation is aligned, valid and initialised (zeroed by
+// the platform, then a valid `T`). (2) Only the holder of the parts uses it;
+// `Keep` frees nothing when dropped or forgotten (only a rebuilt `DmaPages`
+// frees). (3) The same pointer and keep rebuild the same value.
+unsafe impl<T: ?Sized + DmaTarget, P: crate::base::platform::DmaAllocator> DmaBuffer
+    for DmaPages<T, P>
+{
+    type Target = T;
+    type Keep = PagesKeep<P>;
+
+    fn into_raw_parts(self) -> (NonNull<T>, PagesKeep<P>) {
+        let this = core::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped, so `keep` is moved out once.
+        (this.ptr, unsafe { core::ptr::read(&this.keep) })
+    }
+
+    unsafe fn from_raw_parts(ptr: NonNull<T>, keep: PagesKeep<P>) -> Self {
+        Self { ptr, keep }
+    }
 }

@@ -115,6 +115,17 @@ pub enum MapErrorKind {
     /// A backend-specific reason, for backends written outside dmacap.
     #[error("the backend refused the mapping: {0}")]
     Backend(&'static str),
+    /// The mapping was asked never to bounce (Linux's
+    /// `DMA_ATTR_REQUIRE_COHERENT`), and this buffer would have to.
+    #[error("{len} bytes at {phys} would have to be bounced ({reason}), which was refused")]
+    WouldBounce {
+        /// Where the buffer lies.
+        phys: crate::base::addr::PhysAddr,
+        /// Its length.
+        len: usize,
+        /// Why it would bounce.
+        reason: &'static str,
+    },
 }
 
 /// A failed map: why, and the buffer, handed back unchanged.
