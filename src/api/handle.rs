@@ -149,17 +149,20 @@ where
     {
         // Also fails the build if a `LineAligned` promise is false.
         let check_granule = check_at_map::<Buf::Target, B::Granule>();
-        Self::map_issue_with(device, buf, check_granule, false)
+        Self::map_issue_with(device, buf, check_granule, false, 0)
     }
 
     /// [`map_issue`](Self::map_issue) with the cache-line check chosen by
     /// the caller (`check_granule`: check the address and length at run
-    /// time) and, with `no_bounce`, a refusal instead of a bounce.
+    /// time), with `no_bounce` a refusal instead of a bounce, and
+    /// `owned_len` the bytes from the buffer's start that are its alone (at
+    /// least its length; `0` means just its length).
     pub(crate) fn map_issue_with(
         device: &'d Device<B>,
         buf: Buf,
         check_granule: bool,
         no_bounce: bool,
+        owned_len: usize,
     ) -> Result<Self, MapError<Buf>>
     where
         Buf::Target: Transfer<D, B::Enforcement>,
@@ -194,6 +197,7 @@ where
             dir: D::VALUE,
             device: device.context(),
             granule_ok,
+            owned_len: owned_len.max(len),
             no_bounce,
         };
         // SAFETY: the buffer was given up (`into_raw_parts`): its bytes are

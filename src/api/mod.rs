@@ -7,6 +7,8 @@
 //! - [`sg`]: scatter-gather lists.
 //! - [`mmio`]: MMIO and peer-to-peer mappings.
 //! - [`coherent`]: coherent allocations, CPU-only then shared.
+//! - [`erased`]: a handle whose direction is a run-time value, and live
+//!   handles by DMA address, for HALs.
 //! - [`pages`]: page allocations in the ordinary typestate, and maps that
 //!   must never bounce.
 //!
@@ -16,6 +18,7 @@
 pub mod batch;
 pub mod coherent;
 pub mod device;
+pub mod erased;
 pub mod handle;
 pub mod mmio;
 pub mod pages;

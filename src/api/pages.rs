@@ -73,9 +73,9 @@ where
         // SAFETY: `size` bytes aligned to `align` from one `alloc_dma` of
         // this platform, owned here, zeroed: a valid `[T]` (`FromZeros`).
         let pages = unsafe { DmaPages::from_alloc(slice, self.platform().clone(), size, align) };
-        // Whole granules by construction: the run-time check cannot fail;
+        // Whole granules and pages, its own, by construction: no line check;
         // reachable where it lies: no bounce.
-        let handle = Mapped::<D, DevOwned, _, B>::map_issue_with(self, pages, true, true)
+        let handle = Mapped::<D, DevOwned, _, B>::map_issue_with(self, pages, false, true, size)
             .map_err(|e| AllocError::Map(e.kind()))?;
         handle.complete_sync();
         // SAFETY: no device was given the address; the map's maintenance
@@ -113,7 +113,7 @@ impl<B: Backend> Device<B> {
         Buf::Target: Transfer<D, B::Enforcement> + CacheSafe<B::Granule>,
     {
         let check = crate::base::buffer::check_at_map::<Buf::Target, B::Granule>();
-        let handle = Mapped::map_issue_with(self, buf, check, true)?;
+        let handle = Mapped::map_issue_with(self, buf, check, true, 0)?;
         handle.complete_sync();
         handle.granted();
         Ok(handle)

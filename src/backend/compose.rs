@@ -467,10 +467,9 @@ where
             return Some(BounceReason::SharesCacheLine);
         }
         let page = self.translation.granule();
-        if !req.device.config().is_trusted()
-            && page > 1
-            && !(req.phys.is_aligned(page as u64) && req.len.is_multiple_of(page))
-        {
+        let whole_pages = req.phys.is_aligned(page as u64)
+            && (req.len.is_multiple_of(page) || req.owned_len >= req.len.next_multiple_of(page));
+        if !req.device.config().is_trusted() && page > 1 && !whole_pages {
             return Some(BounceReason::Untrusted);
         }
         None

@@ -112,6 +112,11 @@ pub struct MapRequest<'a> {
     /// with other data. A backend that cannot bounce it must refuse it
     /// with [`MapErrorKind::SharesCacheLine`].
     pub granule_ok: bool,
+    /// Bytes from `cpu` that belong to this buffer alone, at least `len`:
+    /// more when the buffer is an allocation that filled the rest of its
+    /// last cache-line granule or IOMMU page, so no one else's data shares
+    /// them and nothing needs bouncing to hide it.
+    pub owned_len: usize,
     /// `true` when the mapping must not bounce (Linux's
     /// `DMA_ATTR_REQUIRE_COHERENT`): a buffer that would have to is refused
     /// with [`MapErrorKind::WouldBounce`].

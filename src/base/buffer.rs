@@ -372,13 +372,19 @@ pub type LineBuf<G> = alloc::boxed::Box<[<G as Granule>::Line]>;
 /// network driver's MTU receive buffer for a non-coherent device.
 ///
 /// ```
-/// use dmacap::buffer::line_buf;
+/// use dmacap::buffer::{Granule, line_buf};
 /// use dmacap::typenum::U64;
 /// use zerocopy::IntoBytes;
 ///
+/// let frame = line_buf::<U64>(1500); // heap memory: 24 whole 64-byte lines
+/// assert_eq!(frame.as_bytes().len(), 1536);
+///
+/// // The same type from the simulated RAM, whose memory has physical
+/// // addresses: maps on a non-coherent device with no check and no bounce.
 /// let sim = dmacap::sim::SimPlatform::noncoherent(1 << 16);
 /// let dev = sim.noncoherent_device();
-/// let rx = dev.map_from_device(line_buf::<U64>(1500)).unwrap(); // 24 lines, no check, no bounce
+/// let rx = sim.memory().alloc_slice::<<U64 as Granule>::Line>(24).unwrap();
+/// let rx = dev.map_from_device(rx).unwrap();
 /// // SAFETY: no device runs.
 /// let rx = unsafe { rx.sync_for_cpu() };
 /// assert_eq!(rx.contents().as_bytes().len(), 1536);
