@@ -111,6 +111,24 @@ where
         })
 }
 
+/// Contents a device may share with the CPU for good: the device may write
+/// any byte at any time, so every bit pattern must be a valid value
+/// (`FromBytes`). Implemented for every such type; sealed.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be shared with a device: it could write bytes that are not a valid `{Self}`",
+    label = "not `FromBytes`",
+    note = "shared coherent memory needs contents for which every bit pattern is valid (zerocopy's `FromBytes`)"
+)]
+pub trait SharedContents: shared::Sealed {}
+
+#[diagnostic::do_not_recommend]
+impl<T: ?Sized + shared::Sealed> SharedContents for T {}
+
+mod shared {
+    pub trait Sealed {}
+    impl<T: ?Sized + zerocopy::FromBytes> Sealed for T {}
+}
+
 /// A coherent allocation in its CPU-only phase: allocated and zeroed, not
 /// yet mapped, its DMA address withheld. Dereferences to its contents.
 ///
@@ -190,7 +208,7 @@ where
     }
 }
 
-impl<'d, T: ?Sized + DmaTarget + FromBytes, B: Backend> CoherentBox<'d, T, B>
+impl<'d, T: ?Sized + DmaTarget, B: Backend> CoherentBox<'d, T, B>
 where
     B::Platform: DmaAllocator,
 {
@@ -203,7 +221,10 @@ where
     /// [`AllocError::Map`] if the backend cannot map it where it lies (it
     /// is never bounced); [`AllocError::NoPhysAddr`] if the platform cannot
     /// translate its own allocation. The memory is freed; nothing is held.
-    pub fn share(self) -> Result<Coherent<'d, T, B>, AllocError> {
+    pub fn share(self) -> Result<Coherent<'d, T, B>, AllocError>
+    where
+        T: SharedContents,
+    {
         let this = ManuallyDrop::new(self);
         let device = this.device;
         let cpu = this.ptr.cast::<u8>();

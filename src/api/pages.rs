@@ -84,7 +84,7 @@ where
     }
 }
 
-impl<B: NeverBounces> Device<B> {
+impl<B: Backend> Device<B> {
     /// Maps `buf` where it lies: the backend's type proves it never
     /// bounces (Linux's `DMA_ATTR_REQUIRE_COHERENT`, decided at compile
     /// time). Otherwise as [`map`](Self::map).
@@ -93,13 +93,12 @@ impl<B: NeverBounces> Device<B> {
         buf: Buf,
     ) -> Result<Mapped<'_, D, DevOwned, Buf, B>, MapError<Buf>>
     where
+        B: NeverBounces,
         Buf::Target: Transfer<D, B::Enforcement> + CacheSafe<B::Granule>,
     {
         Mapped::map(self, buf)
     }
-}
 
-impl<B: Backend> Device<B> {
     /// Maps `buf` where it lies, or fails with
     /// [`MapErrorKind::WouldBounce`](crate::MapErrorKind::WouldBounce) (the
     /// buffer handed back) where the backend would have bounced it: Linux's
