@@ -281,3 +281,41 @@ fn a_hal_maps_with_a_run_time_direction_and_finds_handles_by_address() {
         live.take(DmaAddr::new(0));
     assert_eq!(dev.leaked(), 0);
 }
+
+#[test]
+fn an_address_width_proof_makes_the_map_infallible() {
+    use dmacap::typenum::{U31, U32, U33};
+    // RAM just below 4 GiB; a 32-bit device reaches it all.
+    let sim = SimPlatform::with_base(PhysAddr::new(0xfff0_0000), 4 << 20);
+    let dev = sim.coherent_device_with(
+        DeviceConfig::new().dma_mask(DmaMask::bits(32)),
+        dmacap::backend::direct::DmaWindows::identity(),
+    );
+    let engine = sim.device(&dev);
+    let reach = dev.reach::<U32>().unwrap();
+    assert_eq!(
+        dev.reach::<U33>().unwrap_err(),
+        AllocError::ZoneTooWide {
+            zone_bits: 33,
+            mask_bits: 32
+        }
+    );
+    let mut buf = dev.alloc_zoned::<U32, u8>(100).unwrap();
+    buf.copy_from_slice(&[3; 100]);
+    let tx = reach.map::<ToDevice, _, _>(buf);
+    let mut seen = [0u8; 100];
+    engine.read(tx.dma_addr(), &mut seen).unwrap();
+    assert_eq!(seen, [3; 100]);
+    // SAFETY: the simulated read returned.
+    drop(unsafe { tx.unmap() });
+    // The zone below 2^31 has no memory here (RAM starts above 2 GiB).
+    let free = sim.memory().free_bytes();
+    assert!(matches!(
+        dev.alloc_zoned::<U31, u8>(100).unwrap_err(),
+        AllocError::OutOfMemory {
+            max_phys: 0x7fff_ffff,
+            ..
+        }
+    ));
+    assert_eq!(sim.memory().free_bytes(), free);
+}

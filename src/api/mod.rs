@@ -9,6 +9,7 @@
 //! - [`coherent`]: coherent allocations, CPU-only then shared.
 //! - [`erased`]: a handle whose direction is a run-time value, and live
 //!   handles by DMA address, for HALs.
+//! - [`width`]: address-width proofs, for maps that cannot fail.
 //! - [`pages`]: page allocations in the ordinary typestate, and maps that
 //!   must never bounce.
 //!
@@ -24,3 +25,4 @@ pub mod mmio;
 pub mod pages;
 #[cfg(feature = "alloc")]
 pub mod sg;
+pub mod width;
