@@ -82,9 +82,12 @@ pub struct Reach<'d, B: Backend, W: Unsigned> {
     _width: PhantomData<W>,
 }
 
-impl<P, K> Device<Composed<P, Direct, K, NoBounce>>
+/// A direct, never-bouncing backend: the kind whose reach can be proven.
+type DirectUnbounced<P, K> = Composed<P, Direct, K, NoBounce>;
+
+impl<P, K> Device<DirectUnbounced<P, K>>
 where
-    Composed<P, Direct, K, NoBounce>: Backend,
+    DirectUnbounced<P, K>: Backend,
 {
     /// Checks once that the device reaches all of `[0, 2^W)` where it lies
     /// and returns the proof.
@@ -93,9 +96,7 @@ where
     ///
     /// [`AllocError::ZoneTooWide`] if its mask or bus windows do not cover
     /// the zone.
-    pub fn reach<W: Unsigned>(
-        &self,
-    ) -> Result<Reach<'_, Composed<P, Direct, K, NoBounce>, W>, AllocError> {
+    pub fn reach<W: Unsigned>(&self) -> Result<Reach<'_, DirectUnbounced<P, K>, W>, AllocError> {
         let last = zone_last::<W>();
         let covered = usize::try_from(last)
             .ok()
@@ -126,12 +127,12 @@ impl<'d, B: Backend, W: Unsigned> Reach<'d, B, W> {
     ///
     /// Only if the platform broke its [`DmaAllocator`] promise (an
     /// allocation above its zone, or without a physical address).
-    pub fn map<D: Direction, Z: Unsigned, T>(
+    pub fn map<D: Direction, Z, T>(
         &self,
         buf: Zoned<Z, T, B::Platform>,
     ) -> Mapped<'d, D, DevOwned, Zoned<Z, T, B::Platform>, B>
     where
-        Z: ZoneWithin<W>,
+        Z: Unsigned + ZoneWithin<W>,
         [T]: Transfer<D, B::Enforcement>,
         B::Platform: DmaAllocator,
     {
