@@ -61,9 +61,9 @@ pub mod sim;
 mod sync;
 
 // The typed API's and the base layer's modules under their short paths.
-#[cfg(feature = "alloc")]
-pub use api::sg;
 pub use api::{batch, coherent, device, erased, handle, mmio, pages, width};
+#[cfg(feature = "alloc")]
+pub use api::{noncontig, sg};
 pub use base::{addr, buffer, context, direction, error, platform};
 
 /// The README's tour, compiled and run as a doctest.

@@ -7,6 +7,7 @@
 //! - [`sg`]: scatter-gather lists.
 //! - [`mmio`]: MMIO and peer-to-peer mappings.
 //! - [`coherent`]: coherent allocations, CPU-only then shared.
+//! - [`noncontig`]: pages linked into one IOVA range behind an IOMMU.
 //! - [`erased`]: a handle whose direction is a run-time value, and live
 //!   handles by DMA address, for HALs.
 //! - [`width`]: address-width proofs, for maps that cannot fail.
@@ -22,6 +23,8 @@ pub mod device;
 pub mod erased;
 pub mod handle;
 pub mod mmio;
+#[cfg(feature = "alloc")]
+pub mod noncontig;
 pub mod pages;
 #[cfg(feature = "alloc")]
 pub mod sg;
