@@ -296,3 +296,17 @@ fn the_platform_hook_refuses_what_it_cannot_give() {
     unsafe { mem.free_dma(p, 64, 64) };
     assert_eq!(mem.allocated_bytes(), 0);
 }
+
+#[test]
+fn direct_with_a_bounce_pool_never_bounces_a_coherent_allocation() {
+    let sim = SimPlatform::noncoherent(4 << 20);
+    let mem = sim.memory().clone();
+    let pool: Swiotlb = mem.swiotlb(64 * 1024, 1).unwrap();
+    let dev = Device::new(
+        dmacap::backend::noncoherent::DirectNonCoherent::new(mem.clone(), mem.cache().unwrap())
+            .with_bounce(pool),
+        DeviceConfig::new(),
+    );
+    ring_round_trip(&mem, &dev);
+    assert_eq!(dev.backend().bounce().used_slots(), 0);
+}
