@@ -85,6 +85,7 @@ fn code_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "reads source files; checks no memory safety")]
 fn no_import_runs_from_a_lower_layer_to_a_higher_one() {
     let mut files = Vec::new();
     rust_files(&src(), &mut files);
@@ -122,6 +123,7 @@ fn no_import_runs_from_a_lower_layer_to_a_higher_one() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "reads source files; checks no memory safety")]
 fn the_folders_are_the_layers() {
     for dir in [
         "api",
