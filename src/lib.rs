@@ -83,7 +83,7 @@ pub use context::{DeviceConfig, DeviceStats};
 pub use device::Device;
 pub use direction::{
     Bidirectional, CpuOwned, CpuOwnedPrefix, CpuState, CpuWritable, DevOwned, DeviceWritable,
-    Direction, DmaDirection, Enforced, Enforcement, FromDevice, Ownership, ToDevice, Unenforced,
+    Direction, DmaDirection, FromDevice, Ownership, ToDevice,
 };
 pub use error::{AllocError, ForeignDeviceError, MapError, MapErrorKind, RangeError};
 pub use handle::Mapped;

@@ -11,7 +11,7 @@
 //!
 //! | hole | test(s) | ui case |
 //! |---|---|---|
-//! | 1 device writes a `ToDevice` buffer | `hole1_*` | `to_device_non_frombytes_on_direct_bus`, pass `to_device_bool_behind_iommu` |
+//! | 1 device writes a `ToDevice` buffer | `hole1_*` | `to_device_non_frombytes_on_direct_bus`, `to_device_non_frombytes_behind_iommu` |
 //! | 2 foreign handle in an sg list | `hole2_*` | `sg_list_hands_out_no_handles` |
 //! | 3 bounce pool granted to every device | `hole3_*` | – |
 //! | 4 safe IOMMU programming | `hole4_*` | `translation_map_needs_unsafe` |
@@ -118,49 +118,59 @@ fn hole1_direct_device_writes_a_to_device_byte_buffer_and_the_cpu_sees_it() {
     assert_eq!(sim.memory().device_owned_bytes(), 0);
 }
 
-/// Hole 1 behind an IOMMU: a `bool` may be mapped `ToDevice` (its mapping
-/// is read-only, so `IntoBytes` suffices), the simulated device's write is
-/// refused with `SimFault::Denied` and logged by the IOMMU, and the `bool`
-/// comes back intact. The old code had no such enforcement to rely on and
-/// let the same write through on a direct device.
+/// Hole 1 behind an IOMMU, and why the IOMMU is not enough. The IOMMU maps
+/// a `ToDevice` buffer read-only and the simulated device's write through
+/// its own IOVA is `Denied`. But an IOMMU grants whole pages: a sub-page
+/// `ToDevice` buffer that shares a page with a writable mapping of the same
+/// device is written through the neighbour's IOVA (an attack found by the
+/// adversarial review of the first fix, which let `bool` through behind an
+/// IOMMU; Miri reported the `bool` holding `0x02`). So `ToDevice` needs
+/// `FromBytes` on every backend (`ui-tests/fail/to_device_non_frombytes_behind_iommu.rs`),
+/// and what the device writes there is a valid byte, read back as such.
 #[test]
-fn hole1_iommu_denies_the_write_and_the_bool_survives() {
+fn hole1_iommu_denies_the_write_but_a_page_neighbour_still_reaches_it() {
     let _domains = domains();
     let sim = SimPlatform::new(RAM);
+    let mem = sim.memory();
     let dev = sim.iommu_device(InvalidationMode::Strict, DeviceConfig::new());
     let engine = sim.device(&dev);
 
-    let mut flag = sim.memory().alloc::<bool>().unwrap();
-    *flag = true;
-    let mut flags = sim.memory().alloc_slice::<bool>(8).unwrap();
-    flags.fill(true);
+    let mut flag = mem.alloc::<u8>().unwrap();
+    *flag = 1;
+    let rx = mem.alloc_slice::<u8>(16).unwrap(); // the same 4 KiB page
+    let (pf, pr) = (mem.phys_of_buffer(&flag), mem.phys_of_buffer(&rx));
+    assert_eq!(pf.as_u64() >> 12, pr.as_u64() >> 12, "one page");
     let tx = dev.map_to_device(flag).unwrap();
-    let txs = dev.map_to_device(flags).unwrap();
+    let rx = dev.map_from_device(rx).unwrap();
 
-    for (dma, len) in [(tx.dma_addr(), 1), (txs.dma_addr(), 8)] {
-        let mut seen = [0u8; 8];
-        engine.read(dma, &mut seen[..len]).unwrap();
-        assert_eq!(&seen[..len], &[1u8; 8][..len], "the device reads the bools");
-        assert_eq!(
-            engine.write(dma, &[0x02; 8][..len]),
-            Err(SimFault::Denied {
-                dma,
-                access: dmacap::sim::Access::Write
-            })
-        );
-    }
+    let mut seen = [0u8; 1];
+    engine.read(tx.dma_addr(), &mut seen).unwrap();
+    assert_eq!(seen, [1]);
+    let dma = tx.dma_addr();
+    assert_eq!(
+        engine.write(dma, &[0x02]),
+        Err(SimFault::Denied {
+            dma,
+            access: dmacap::sim::Access::Write
+        })
+    );
     let faults = dev.backend().translation().hardware().faults();
-    assert_eq!(faults.len(), 2);
-    assert!(faults.iter().all(|f| f.reason == FaultReason::Denied));
+    assert_eq!(faults.len(), 1);
+    assert_eq!(faults[0].reason, FaultReason::Denied);
+    // Through the writable neighbour's IOVA, in the same page.
+    let via_neighbour = DmaAddr::new(rx.dma_addr().as_u64() - (pr.as_u64() - pf.as_u64()));
+    engine.write(via_neighbour, &[0x02]).unwrap();
 
     // SAFETY: the simulated accesses returned: the device has finished.
     let flag = unsafe { tx.unmap() };
     // SAFETY: as above.
-    let flags = unsafe { txs.unmap() };
-    assert!(*flag);
-    assert!(flags.iter().all(|&b| b));
+    drop(unsafe { rx.unmap() });
+    assert_eq!(
+        *flag, 2,
+        "a valid `u8`: the only kind of value a ToDevice buffer holds"
+    );
     assert_eq!(dev.leaked(), 0);
-    assert_eq!(sim.memory().device_owned_bytes(), 0);
+    assert_eq!(mem.device_owned_bytes(), 0);
 }
 
 // ===========================================================================

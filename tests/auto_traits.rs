@@ -47,9 +47,9 @@ use dmacap::typenum::U32;
 use dmacap::width::{Reach, Zoned};
 use dmacap::{
     AllocError, Bidirectional, Coherent, CoherentBox, CpuOwned, CpuOwnedPrefix, DevOwned, Device,
-    DeviceConfig, DeviceStats, DmaAddr, DmaBuffer, DmaDirection, DmaMask, Enforced,
-    ForeignDeviceError, FromDevice, MapError, MapErrorKind, Mapped, MmioMapped, PhysAddr,
-    RangeError, RawBuffer, ToDevice, Unenforced,
+    DeviceConfig, DeviceStats, DmaAddr, DmaBuffer, DmaDirection, DmaMask, ForeignDeviceError,
+    FromDevice, MapError, MapErrorKind, Mapped, MmioMapped, PhysAddr, RangeError, RawBuffer,
+    ToDevice,
 };
 
 // ---------------------------------------------------------------------------
@@ -296,8 +296,6 @@ auto!(Bidirectional: Send, Sync);
 auto!(CpuOwned: Send, Sync);
 auto!(DevOwned: Send, Sync);
 auto!(CpuOwnedPrefix: Send, Sync);
-auto!(Enforced: Send, Sync);
-auto!(Unenforced: Send, Sync);
 auto!(DmaDirection: Send, Sync);
 auto!(PhysAddr: Send, Sync);
 auto!(DmaAddr: Send, Sync);

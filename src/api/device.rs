@@ -114,7 +114,7 @@ impl<B: Backend> Device<B> {
         buf: Buf,
     ) -> Result<Mapped<'_, D, DevOwned, Buf, B>, MapError<Buf>>
     where
-        Buf::Target: Transfer<D, B::Enforcement> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<D> + CacheSafe<B::Granule>,
     {
         Mapped::map(self, buf)
     }
@@ -126,7 +126,7 @@ impl<B: Backend> Device<B> {
         buf: Buf,
     ) -> Result<Mapped<'_, ToDevice, DevOwned, Buf, B>, MapError<Buf>>
     where
-        Buf::Target: Transfer<ToDevice, B::Enforcement> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<ToDevice> + CacheSafe<B::Granule>,
     {
         Mapped::map(self, buf)
     }
@@ -138,7 +138,7 @@ impl<B: Backend> Device<B> {
         buf: Buf,
     ) -> Result<Mapped<'_, FromDevice, DevOwned, Buf, B>, MapError<Buf>>
     where
-        Buf::Target: Transfer<FromDevice, B::Enforcement> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<FromDevice> + CacheSafe<B::Granule>,
     {
         Mapped::map(self, buf)
     }
@@ -150,7 +150,7 @@ impl<B: Backend> Device<B> {
         buf: Buf,
     ) -> Result<Mapped<'_, Bidirectional, DevOwned, Buf, B>, MapError<Buf>>
     where
-        Buf::Target: Transfer<Bidirectional, B::Enforcement> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<Bidirectional> + CacheSafe<B::Granule>,
     {
         Mapped::map(self, buf)
     }

@@ -95,9 +95,9 @@ impl<B: Backend> Device<B> {
         dir: DmaDirection,
     ) -> Result<AnyMapped<'_, DevOwned, Buf, B>, MapError<Buf>>
     where
-        Buf::Target: Transfer<ToDevice, B::Enforcement>
-            + Transfer<FromDevice, B::Enforcement>
-            + Transfer<Bidirectional, B::Enforcement>
+        Buf::Target: Transfer<ToDevice>
+            + Transfer<FromDevice>
+            + Transfer<Bidirectional>
             + CacheSafe<B::Granule>,
     {
         Ok(match dir {

@@ -132,7 +132,7 @@ where
 {
     pub(crate) fn map(device: &'d Device<B>, buf: Buf) -> Result<Self, MapError<Buf>>
     where
-        Buf::Target: Transfer<D, B::Enforcement> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<D> + CacheSafe<B::Granule>,
     {
         let handle = Self::map_issue(device, buf)?;
         handle.complete_sync();
@@ -145,7 +145,7 @@ where
     /// [`granted`](Self::granted) before the DMA address reaches a device.
     pub(crate) fn map_issue(device: &'d Device<B>, buf: Buf) -> Result<Self, MapError<Buf>>
     where
-        Buf::Target: Transfer<D, B::Enforcement> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<D> + CacheSafe<B::Granule>,
     {
         // Also fails the build if a `LineAligned` promise is false.
         let check_granule = check_at_map::<Buf::Target, B::Granule>();
@@ -165,7 +165,7 @@ where
         owned_len: usize,
     ) -> Result<Self, MapError<Buf>>
     where
-        Buf::Target: Transfer<D, B::Enforcement>,
+        Buf::Target: Transfer<D>,
     {
         let (ptr, keep) = buf.into_raw_parts();
         let len = <Buf::Target as DmaTarget>::byte_len(ptr);

@@ -56,7 +56,7 @@ where
         len: usize,
     ) -> Result<PagesMapped<'_, D, T, B>, AllocError>
     where
-        [T]: Transfer<D, B::Enforcement>,
+        [T]: Transfer<D>,
     {
         let bytes = len
             .checked_mul(core::mem::size_of::<T>())
@@ -94,7 +94,7 @@ impl<B: Backend> Device<B> {
     ) -> Result<Mapped<'_, D, DevOwned, Buf, B>, MapError<Buf>>
     where
         B: NeverBounces,
-        Buf::Target: Transfer<D, B::Enforcement> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<D> + CacheSafe<B::Granule>,
     {
         Mapped::map(self, buf)
     }
@@ -109,7 +109,7 @@ impl<B: Backend> Device<B> {
         buf: Buf,
     ) -> Result<Mapped<'_, D, DevOwned, Buf, B>, MapError<Buf>>
     where
-        Buf::Target: Transfer<D, B::Enforcement> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<D> + CacheSafe<B::Granule>,
     {
         let check = crate::base::buffer::check_at_map::<Buf::Target, B::Granule>();
         let handle = Mapped::map_issue_with(self, buf, check, true, 0)?;

@@ -95,7 +95,7 @@ impl<B: Backend> Device<B> {
     where
         D: Direction,
         Buf: DmaBuffer,
-        Buf::Target: Transfer<D, B::Enforcement> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<D> + CacheSafe<B::Granule>,
         I: IntoIterator<Item = Buf>,
     {
         let mut bufs = bufs.into_iter();

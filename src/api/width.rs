@@ -133,7 +133,7 @@ impl<'d, B: Backend, W: Unsigned> Reach<'d, B, W> {
     ) -> Mapped<'d, D, DevOwned, Zoned<Z, T, B::Platform>, B>
     where
         Z: Unsigned + ZoneWithin<W>,
-        [T]: Transfer<D, B::Enforcement>,
+        [T]: Transfer<D>,
         B::Platform: DmaAllocator,
     {
         let size = buf.pages.allocated_bytes();

@@ -26,7 +26,6 @@ use crate::backend::{Backend, MapRequest, Mapping, MmioRequest, NoPhys, PhysSlot
 use crate::base::addr::{DmaAddr, PhysAddr};
 use crate::base::context::{DeviceConfig, DeviceContext};
 use crate::base::direction::DmaDirection;
-use crate::base::direction::Enforcement;
 use crate::base::error::MapErrorKind;
 use crate::base::platform::{PhysLookup, Side};
 
@@ -70,11 +69,6 @@ impl MapAttrs {
 pub unsafe trait Translation: Send + Sync {
     /// Per-mapping state (an IOVA allocation); `()` for direct.
     type State: Send + Sync;
-
-    /// [`Enforced`](crate::base::direction::Enforced) if the device is kept to
-    /// each mapping's direction (no write through a `ToDevice` mapping),
-    /// [`Unenforced`](crate::base::direction::Unenforced) if not.
-    type Enforcement: Enforcement;
 
     /// `true` when unmap and flush do nothing (direct translation).
     const UNMAP_IS_NOOP: bool;
@@ -583,7 +577,6 @@ where
     type Phys = <K::Phys as PhysJoin<Bo::Phys>>::Out;
     type State = ComposedState<T::State, Bo::State>;
     type Granule = K::Granule;
-    type Enforcement = T::Enforcement;
 
     const COHERENT: bool = K::COHERENT;
     const SYNC_IS_NOOP: bool = K::COHERENT && Bo::NEVER;

@@ -224,7 +224,6 @@ impl Direct {
 // handed out.
 unsafe impl Translation for Direct {
     type State = ();
-    type Enforcement = crate::base::direction::Unenforced;
     const UNMAP_IS_NOOP: bool = true;
 
     #[inline(always)]

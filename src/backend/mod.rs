@@ -40,7 +40,6 @@ use core::ptr::NonNull;
 use crate::base::addr::{DmaAddr, PhysAddr};
 use crate::base::context::{DeviceConfig, DeviceContext};
 use crate::base::direction::DmaDirection;
-use crate::base::direction::Enforcement;
 use crate::base::error::MapErrorKind;
 use crate::base::platform::{PhysLookup, Side};
 
@@ -221,11 +220,7 @@ impl SyncRange {
 /// 5. **Thread safety.** `flush` completes the work issued by the calling
 ///    thread; calls for different mappings may come from different threads
 ///    at once when the backend is `Sync`.
-/// 6. **Enforcement is true.** [`Enforcement`](Self::Enforcement) is
-///    [`Enforced`](crate::base::direction::Enforced) only if no device can write
-///    any byte of a `ToDevice` mapping while it is mapped (the hardware
-///    faults the write), nor write it back later through a bounce copy.
-/// 7. **Hand-over names what the device reaches.** [`hand_over`](Self::hand_over)
+/// 6. **Hand-over names what the device reaches.** [`hand_over`](Self::hand_over)
 ///    reports exactly the memory the device can reach for the mapping (the
 ///    buffer, or its bounce slot region) to the platform, and the backend
 ///    touches that memory from the CPU only while the CPU side owns it
@@ -248,14 +243,6 @@ pub unsafe trait Backend {
     /// non-coherent backend, `U1` when nothing is shared at line size.
     /// Typed buffers finer than this do not compile for the backend.
     type Granule: crate::base::buffer::Granule;
-
-    /// Whether the hardware keeps a device to each mapping's direction:
-    /// [`Enforced`](crate::base::direction::Enforced) only if a device can never
-    /// write a `ToDevice` mapping (an IOMMU maps it read-only);
-    /// [`Unenforced`](crate::base::direction::Unenforced) otherwise. Decides
-    /// whether `ToDevice` contents must be `FromBytes`
-    /// ([`Transfer`](crate::Transfer)).
-    type Enforcement: Enforcement;
 
     /// Whether the device sees the CPU's caches (no maintenance needed).
     const COHERENT: bool;

@@ -18,9 +18,7 @@ use core::ptr::NonNull;
 
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
-use crate::base::direction::{
-    Bidirectional, Direction, Enforcement, FromDevice, ToDevice, Unenforced,
-};
+use crate::base::direction::{Bidirectional, Direction, FromDevice, ToDevice};
 
 mod sealed {
     pub trait Sealed {}
@@ -55,19 +53,18 @@ impl<T> DmaTarget for [T] {
     }
 }
 
-/// Contents that may travel in direction `D` on a backend whose hardware
-/// enforcement of directions is `E` (rules 4 and the threat model of the
-/// design: a device may write any byte its mappings and the hardware
-/// allow, and safe code never reads an invalid value because of it):
+/// Contents that may travel in direction `D` (rule 4 and the threat model
+/// of the design: a device may write any byte its mappings and the
+/// hardware allow, and safe code never reads an invalid value because of
+/// it):
 ///
 /// - [`ToDevice`]: the device reads the bytes, so `T: IntoBytes` (no padding
-///   bytes, which would leak uninitialised memory to the device). Without
-///   an IOMMU ([`Unenforced`]) nothing stops the device from writing the
-///   buffer anyway, and the CPU reads it again after the transfer (the
-///   buffer comes back from unmap), so `T: FromBytes` too: a `Box<bool>`
-///   mapped to a direct device would come back holding `2`. Behind an
-///   IOMMU ([`Enforced`](crate::base::direction::Enforced)) the mapping is read-only and `IntoBytes` is
-///   enough.
+///   bytes, which would leak uninitialised memory to the device), and also
+///   `T: FromBytes`, because the buffer comes back to the CPU and a device
+///   can write what it was given to read: on a plain bus nothing stops it,
+///   and behind an IOMMU, which grants whole pages, a writable mapping of
+///   the same device sharing the page does not (a `Box<bool>` mapped to a
+///   device could come back holding `2`).
 /// - [`FromDevice`]: the device writes arbitrary bytes the CPU then reads as
 ///   `T`, so `T: FromBytes` (every bit pattern is a valid `T`), and
 ///   `T: Immutable`, because a CPU write through a shared reference
@@ -77,27 +74,26 @@ impl<T> DmaTarget for [T] {
 /// Implemented for every type that qualifies and sealed: it cannot be
 /// implemented by hand.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be transferred in direction `{D}` on this backend",
+    message = "`{Self}` cannot be transferred in direction `{D}`",
     label = "the device could write bytes that are not a valid `{Self}`, or read padding",
-    note = "`ToDevice` needs `IntoBytes` (no padding), and also `FromBytes` unless an IOMMU keeps \
-            the mapping read-only (a device on a plain bus can write what it was given to read); \
-            `FromDevice` needs `FromBytes + Immutable`; `Bidirectional` needs `IntoBytes + FromBytes`"
+    note = "`ToDevice` needs `IntoBytes + FromBytes` (no padding to leak; and a device can write what \
+            it was given to read); `FromDevice` needs `FromBytes + Immutable`; `Bidirectional` needs \
+            `IntoBytes + FromBytes`"
 )]
-pub trait Transfer<D: Direction, E: Enforcement = Unenforced>: transfer::Sealed<D, E> {}
+pub trait Transfer<D: Direction>: transfer::Sealed<D> {}
 
 #[diagnostic::do_not_recommend]
-impl<T: ?Sized + transfer::Sealed<D, E>, D: Direction, E: Enforcement> Transfer<D, E> for T {}
+impl<T: ?Sized + transfer::Sealed<D>, D: Direction> Transfer<D> for T {}
 
 mod transfer {
     use super::*;
-    use crate::base::direction::read_back::ReadBack;
 
     /// The real rules; `Transfer` is implemented exactly where these are.
-    pub trait Sealed<D, E> {}
+    pub trait Sealed<D> {}
 
-    impl<T: ?Sized + IntoBytes, E: Enforcement + ReadBack<T>> Sealed<ToDevice, E> for T {}
-    impl<T: ?Sized + FromBytes + Immutable, E: Enforcement> Sealed<FromDevice, E> for T {}
-    impl<T: ?Sized + IntoBytes + FromBytes, E: Enforcement> Sealed<Bidirectional, E> for T {}
+    impl<T: ?Sized + IntoBytes + FromBytes> Sealed<ToDevice> for T {}
+    impl<T: ?Sized + FromBytes + Immutable> Sealed<FromDevice> for T {}
+    impl<T: ?Sized + IntoBytes + FromBytes> Sealed<Bidirectional> for T {}
 }
 
 /// Owned memory with a stable address that can be mapped for DMA.

@@ -116,7 +116,10 @@ impl Default for DeviceConfig {
 /// increment may be lost. These are statistics, never used for soundness.
 #[inline(always)]
 fn bump(counter: &AtomicUsize, n: usize) {
-    counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
 }
 
 /// Counters kept per device. Backends add to the maintenance counters;

@@ -114,7 +114,7 @@ where
     /// added and the buffer comes back.
     pub fn map(&mut self, buf: Buf) -> Result<(), MapError<Buf>>
     where
-        Buf::Target: Transfer<D, B::Enforcement> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<D> + CacheSafe<B::Granule>,
     {
         self.items.push(Mapped::map_issue(self.device, buf)?);
         Ok(())
@@ -134,7 +134,7 @@ where
     /// [`map`](Self::map) for `ToDevice`.
     pub fn map_to_device(&mut self, buf: Buf) -> Result<(), MapError<Buf>>
     where
-        Buf::Target: Transfer<crate::ToDevice, B::Enforcement> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<crate::ToDevice> + CacheSafe<B::Granule>,
     {
         self.map(buf)
     }
@@ -148,7 +148,7 @@ where
     /// [`map`](Self::map) for `FromDevice`.
     pub fn map_from_device(&mut self, buf: Buf) -> Result<(), MapError<Buf>>
     where
-        Buf::Target: Transfer<crate::FromDevice, B::Enforcement> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<crate::FromDevice> + CacheSafe<B::Granule>,
     {
         self.map(buf)
     }

@@ -232,7 +232,7 @@ impl<'d, B: Backend, L: SettleAll> FixedBatch<'d, B, L> {
         buf: Buf,
     ) -> Result<FixedBatch<'d, B, L::Out>, MapError<Buf>>
     where
-        Buf::Target: Transfer<D, B::Enforcement> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<D> + CacheSafe<B::Granule>,
         L: Push<Mapped<'d, D, DevOwned, Buf, B>>,
     {
         self.try_map(buf).map_err(|(_batch, e)| e)
@@ -246,7 +246,7 @@ impl<'d, B: Backend, L: SettleAll> FixedBatch<'d, B, L> {
         buf: Buf,
     ) -> Result<FixedBatch<'d, B, L::Out>, (Self, MapError<Buf>)>
     where
-        Buf::Target: Transfer<D, B::Enforcement> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<D> + CacheSafe<B::Granule>,
         L: Push<Mapped<'d, D, DevOwned, Buf, B>>,
     {
         match Mapped::map_issue(self.device, buf) {
@@ -261,7 +261,7 @@ impl<'d, B: Backend, L: SettleAll> FixedBatch<'d, B, L> {
         buf: Buf,
     ) -> Result<FixedBatch<'d, B, L::Out>, MapError<Buf>>
     where
-        Buf::Target: Transfer<crate::ToDevice, B::Enforcement> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<crate::ToDevice> + CacheSafe<B::Granule>,
         L: Push<Mapped<'d, crate::ToDevice, DevOwned, Buf, B>>,
     {
         self.map(buf)
@@ -273,7 +273,7 @@ impl<'d, B: Backend, L: SettleAll> FixedBatch<'d, B, L> {
         buf: Buf,
     ) -> Result<FixedBatch<'d, B, L::Out>, MapError<Buf>>
     where
-        Buf::Target: Transfer<crate::FromDevice, B::Enforcement> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<crate::FromDevice> + CacheSafe<B::Granule>,
         L: Push<Mapped<'d, crate::FromDevice, DevOwned, Buf, B>>,
     {
         self.map(buf)
@@ -285,7 +285,7 @@ impl<'d, B: Backend, L: SettleAll> FixedBatch<'d, B, L> {
         buf: Buf,
     ) -> Result<FixedBatch<'d, B, L::Out>, MapError<Buf>>
     where
-        Buf::Target: Transfer<crate::Bidirectional, B::Enforcement> + CacheSafe<B::Granule>,
+        Buf::Target: Transfer<crate::Bidirectional> + CacheSafe<B::Granule>,
         L: Push<Mapped<'d, crate::Bidirectional, DevOwned, Buf, B>>,
     {
         self.map(buf)

@@ -286,9 +286,6 @@ impl<H: IommuHardware> IommuDomain<H> {
 // entries were cleared has completed (gather flush or queue flush).
 unsafe impl<H: IommuHardware> Translation for IommuDomain<H> {
     type State = ();
-    // `IommuHardware` promises to enforce the entries' permission bits, and
-    // a `ToDevice` mapping's entries are read-only.
-    type Enforcement = crate::base::direction::Enforced;
     const UNMAP_IS_NOOP: bool = false;
 
     #[inline(always)]
