@@ -170,3 +170,39 @@ fn mmio_that_would_need_a_bounce_is_refused_and_pools_are_untouched() {
     unsafe { bar.unmap() };
     assert_eq!(pool.free_slots(), slots);
 }
+
+/// A bounced unmap behind an IOMMU completes its IOTLB invalidation before
+/// the slot goes back to the pool: even inside an unflushed batch, by the
+/// time another mapping can take the slot, the old IOVA no longer reaches
+/// it (found by the adversarial review: the slot used to be released when
+/// the unmap was issued, before the batch's invalidation).
+#[test]
+fn a_bounce_slot_returns_to_the_pool_only_after_its_iotlb_invalidation() {
+    let mem = SimMemory::with_base(PhysAddr::new(0x8000_0000), 1 << 20);
+    let pool = Arc::new(mem.swiotlb(64 * 1024, 1).unwrap());
+    let dev = Device::new(
+        Composed::from_parts(mem.clone(), iommu(), Coherent, pool.clone()),
+        DeviceConfig::new().trusted(false),
+    );
+    let engine = SimDevice::new(&dev, mem.clone());
+    let buf = mem.alloc_slice::<u8>(100).unwrap();
+    let h = dev.map_to_device(buf).unwrap();
+    let old = h.dma_addr();
+    let mut seen = [0u8; 4];
+    engine.read(old, &mut seen).unwrap();
+    let hw = dev.backend().translation().hardware();
+    let syncs = hw.syncs();
+    let mut batch = dev.batch();
+    // SAFETY: the simulated read returned.
+    unsafe { batch.unmap_device_owned(h) };
+    // The slot is free again, and the invalidation that ends the device's
+    // access to it has already completed, before the batch's flush.
+    assert_eq!(pool.used_slots(), 0);
+    assert!(hw.syncs() > syncs);
+    assert!(matches!(
+        engine.read(old, &mut seen),
+        Err(SimFault::Untranslated { .. })
+    ));
+    let bufs = batch.flush();
+    assert_eq!(bufs.len(), 1);
+}

@@ -759,9 +759,20 @@ where
             None => (m.dma.as_u64(), m.len),
         };
         let base = DmaAddr::new(base);
+        let bounced = Bo::slot(&bounce).is_some();
         // SAFETY: live mapping made by `map`, unmapped once, device done.
         unsafe { self.translation.unmap(base, len, translation, m.device) };
-        // SAFETY: the device is finished with the slot (caller).
+        if bounced && !T::UNMAP_IS_NOOP {
+            // The slot goes back to the pool, where the next mapping (of any
+            // device) may take it at once: the device must not reach it any
+            // more, so the IOTLB invalidation completes first (as Linux's
+            // iommu-dma syncs the IOTLB before `swiotlb_tbl_unmap_single`).
+            // Bounced unmaps behind an IOMMU therefore do not batch their
+            // invalidation.
+            self.translation.flush(m.device);
+        }
+        // SAFETY: the device is finished with the slot (caller), and behind
+        // an IOMMU its translation is gone.
         unsafe { self.bounce.release(bounce) };
     }
 
