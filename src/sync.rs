@@ -144,12 +144,26 @@ pub(crate) fn cpu_hint() -> usize {
             n.wrapping_mul(10).wrapping_add(usize::from(d - b'0'))
         })
     }
+    // Each thread takes the next number the first time it asks and keeps
+    // it in a thread-local: one TLS load per call, no hashing (hashing the
+    // thread id was half the instructions of an IOVA alloc/free pair), and
+    // threads spread round-robin over the per-CPU slots.
     #[cfg(all(feature = "std", not(dmacap_loom)))]
     {
-        use core::hash::{Hash, Hasher};
-        let mut h = std::hash::DefaultHasher::new();
-        current_thread_id().hash(&mut h);
-        h.finish() as usize
+        use core::cell::Cell;
+        use core::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        std::thread_local! {
+            static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+        }
+        SLOT.with(|slot| match slot.get() {
+            usize::MAX => {
+                let n = NEXT.fetch_add(1, Ordering::Relaxed) % (usize::MAX / 2);
+                slot.set(n);
+                n
+            }
+            n => n,
+        })
     }
     #[cfg(all(not(feature = "std"), not(dmacap_loom)))]
     {
