@@ -626,3 +626,24 @@ fn failed_map_counts_no_bounce() {
     assert!(matches!(err.kind(), MapErrorKind::BeyondMask { .. }));
     assert_eq!(dev.stats().bounced(), 0);
 }
+
+/// A bounced handle carries indices into its pool, not pointers: any
+/// composition with a pool is at most 48 bytes over the `Box<[u8]>` it maps
+/// (issue 10, target 6; it was 104).
+#[test]
+fn a_handle_through_a_bounce_pool_is_at_most_48_bytes_over_its_box() {
+    use dmacap::backend::compose::{Coherent, Composed};
+    use dmacap::backend::direct::Direct;
+    use dmacap::backend::iommu::IommuDomain;
+    use dmacap::platform::IdentityMap;
+    use dmacap::sim::{SimCache, SimIommu};
+    use dmacap::{DevOwned, Mapped, ToDevice};
+    type H<B> = Mapped<'static, ToDevice, DevOwned, Box<[u8]>, B>;
+    let boxed = std::mem::size_of::<Box<[u8]>>();
+    let direct = std::mem::size_of::<H<Composed<IdentityMap, Direct, Coherent, Arc<Swiotlb>>>>();
+    let iommu = std::mem::size_of::<
+        H<Composed<IdentityMap, IommuDomain<SimIommu>, NonCoherent<SimCache>, Arc<Swiotlb>>>,
+    >();
+    assert!(direct - boxed <= 48, "{direct}");
+    assert!(iommu - boxed <= 48, "{iommu}");
+}

@@ -295,7 +295,7 @@ pub unsafe trait BouncePolicy: Send + Sync {
     ) -> Result<Self::State, MapErrorKind>;
 
     /// The slot of a bounced mapping.
-    fn slot(state: &Self::State) -> Option<BounceSlot>;
+    fn slot(&self, state: &Self::State) -> Option<BounceSlot>;
 
     /// Gives a slot back.
     ///
@@ -332,7 +332,7 @@ unsafe impl BouncePolicy for NoBounce {
     }
 
     #[inline(always)]
-    fn slot((): &()) -> Option<BounceSlot> {
+    fn slot(&self, (): &()) -> Option<BounceSlot> {
         None
     }
 
@@ -509,12 +509,13 @@ where
     /// The range the device works on: the slot if bounced, the buffer
     /// otherwise, offset by `range`.
     fn device_range(
+        &self,
         m: &Mapping<'_, Self>,
         state: &ComposedState<T::State, Bo::State>,
         phys: PhysAddr,
         range: SyncRange,
     ) -> CacheRange {
-        let (cpu, base) = match Bo::slot(&state.bounce) {
+        let (cpu, base) = match self.bounce.slot(&state.bounce) {
             Some(s) => (s.cpu, s.phys),
             None => (m.cpu, phys),
         };
@@ -629,7 +630,7 @@ where
                 }
             }
         };
-        let slot = Bo::slot(&bounce);
+        let slot = self.bounce.slot(&bounce);
         // Copy the original in for every direction: stale slot contents
         // must never reach a device.
         if let Some(s) = slot {
@@ -689,7 +690,7 @@ where
 
     #[inline(always)]
     unsafe fn hand_over(&self, m: &Mapping<'_, Self>, state: &Self::State, to: Side) {
-        let (cpu, len) = match Bo::slot(&state.bounce) {
+        let (cpu, len) = match self.bounce.slot(&state.bounce) {
             None => (m.cpu, m.len),
             Some(s) => {
                 // The device works on the slot: exactly what the translation
@@ -710,14 +711,14 @@ where
 
     unsafe fn sync_for_device(&self, m: &Mapping<'_, Self>, state: &Self::State, range: SyncRange) {
         let phys = m.phys.get().unwrap_or(PhysAddr::new(0));
-        if let Some(s) = Bo::slot(&state.bounce) {
+        if let Some(s) = self.bounce.slot(&state.bounce) {
             if m.dir.device_reads() {
                 // SAFETY: inside the mapping and its slot; the CPU holds no
                 // reference (caller), the device is not using the slot.
                 unsafe { copy(m.cpu.add(range.offset), s.cpu.add(range.offset), range.len) };
             }
         }
-        let r = Self::device_range(m, state, phys, range);
+        let r = self.device_range(m, state, phys, range);
         // SAFETY: live memory of this mapping.
         let lines = unsafe { self.coherency.clean(r) };
         m.device.stats().add_lines_cleaned(lines);
@@ -729,12 +730,12 @@ where
             "dmacap never syncs ToDevice for the CPU"
         );
         let phys = m.phys.get().unwrap_or(PhysAddr::new(0));
-        let r = Self::device_range(m, state, phys, range);
+        let r = self.device_range(m, state, phys, range);
         // SAFETY: live memory of this mapping; the device is finished and
         // no CPU reference exists (caller).
         let lines = unsafe { self.coherency.invalidate(r) };
         m.device.stats().add_lines_invalidated(lines);
-        if let Some(s) = Bo::slot(&state.bounce) {
+        if let Some(s) = self.bounce.slot(&state.bounce) {
             // The copy must read completed, not stale, lines: complete the
             // invalidate now (bounced syncs do not batch on the CPU side).
             if self.coherency.complete() {
@@ -751,7 +752,7 @@ where
             bounce,
         } = state;
         let trusted = m.device.config().is_trusted();
-        let (base, len) = match Bo::slot(&bounce) {
+        let (base, len) = match self.bounce.slot(&bounce) {
             Some(s) => {
                 let (start, len) = s.extent(m.len, trusted);
                 (m.dma.as_u64() - (s.phys.as_u64() - start.as_u64()), len)
@@ -759,7 +760,7 @@ where
             None => (m.dma.as_u64(), m.len),
         };
         let base = DmaAddr::new(base);
-        let bounced = Bo::slot(&bounce).is_some();
+        let bounced = self.bounce.slot(&bounce).is_some();
         // SAFETY: live mapping made by `map`, unmapped once, device done.
         unsafe { self.translation.unmap(base, len, translation, m.device) };
         if bounced && !T::UNMAP_IS_NOOP {

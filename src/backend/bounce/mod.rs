@@ -106,6 +106,7 @@ pub const MAX_MAPPING_SIZE: usize = SLOT_SIZE * MAX_SLOTS_PER_MAPPING;
 ///
 /// [`BouncePolicy`]: crate::backend::compose::BouncePolicy
 pub struct Swiotlb {
+    id: u32,
     base: NonNull<u8>,
     phys: PhysAddr,
     nslots: usize,
@@ -169,7 +170,14 @@ impl Swiotlb {
                 Mutex::new(Area::new(len))
             })
             .collect();
+        assert!(
+            u32::try_from(nslots).is_ok(),
+            "a bounce pool of more than 2^32 slots"
+        );
+        // Distinct per pool, so a slot released to the wrong pool is caught.
+        static NEXT_ID: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
         Self {
+            id: NEXT_ID.fetch_add(1, core::sync::atomic::Ordering::Relaxed),
             base: region,
             phys,
             nslots,
@@ -315,7 +323,38 @@ impl Swiotlb {
             region_phys,
             region_len: p.region_len,
         };
-        Ok(SwiotlbSlot::new(slot, first, p.slots, orig, reason))
+        let _ = (slot, orig);
+        Ok(SwiotlbSlot::new(
+            self.id,
+            first,
+            p.slots,
+            p.offset,
+            p.region_len,
+            reason,
+        ))
+    }
+
+    /// Where `slot`'s copy and region lie: computed from the pool's base and
+    /// the slot's indices.
+    ///
+    /// # Panics
+    ///
+    /// If `slot` belongs to another pool.
+    #[inline]
+    pub fn slot_of(&self, slot: &SwiotlbSlot) -> BounceSlot {
+        assert!(slot.pool() == self.id, "a bounce slot of another pool");
+        let region_off = slot.first_slot() * SLOT_SIZE;
+        // SAFETY: the region lies inside the pool (it was reserved here), and
+        // the copy starts inside the region.
+        let region = unsafe { self.base.add(region_off) };
+        let region_phys = PhysAddr::new(self.phys.as_u64() + region_off as u64);
+        BounceSlot {
+            // SAFETY: as above.
+            cpu: unsafe { region.add(slot.offset()) },
+            phys: PhysAddr::new(region_phys.as_u64() + slot.offset() as u64),
+            region_phys,
+            region_len: slot.region_len(),
+        }
     }
 
     /// Frees exactly the slots of `slot`'s region.
@@ -332,9 +371,7 @@ impl Swiotlb {
     pub unsafe fn release_slot(&self, slot: SwiotlbSlot) {
         let (first, n) = (slot.first_slot(), slot.slots());
         assert!(
-            first + n <= self.nslots
-                && slot.slot().region_phys.as_u64()
-                    == self.phys.as_u64() + (first * SLOT_SIZE) as u64,
+            slot.pool() == self.id && first + n <= self.nslots,
             "bounce slot released to a pool it does not belong to"
         );
         // A region never spans two areas: it was found inside one.

@@ -11,65 +11,69 @@ use crate::base::error::MapErrorKind;
 use super::Swiotlb;
 
 /// A region of a [`Swiotlb`] held by one mapping: the state a bounced
-/// handle carries until unmap gives it back. Not `Clone`: one region, one
-/// release.
+/// handle carries until unmap gives it back. Compact (20 bytes): indices
+/// into its pool, whose own metadata keeps the original address per slot
+/// (as swiotlb does), so the handle carries no pointers. Not `Clone`: one
+/// region, one release.
 #[derive(Debug)]
 pub struct SwiotlbSlot {
-    slot: BounceSlot,
-    first: usize,
-    slots: usize,
-    orig: PhysAddr,
+    pool: u32,
+    first: u32,
+    offset: u32,
+    region_len: u32,
+    slots: u16,
     reason: BounceReason,
 }
 
-// SAFETY: the state is a token for a region of a pool (which is `Sync`);
-// its pointer is only an address that the backend dereferences during its
-// own calls, under the handle's ownership rules, from whichever thread.
-unsafe impl Send for SwiotlbSlot {}
-// SAFETY: `&SwiotlbSlot` gives out only copies of plain data (the address
-// included), never access to the memory.
-unsafe impl Sync for SwiotlbSlot {}
-
 impl SwiotlbSlot {
     pub(super) fn new(
-        slot: BounceSlot,
+        pool: u32,
         first: usize,
         slots: usize,
-        orig: PhysAddr,
+        offset: usize,
+        region_len: usize,
         reason: BounceReason,
     ) -> Self {
+        // A region is at most `MAX_SLOTS_PER_MAPPING` slots (256 KiB) of a
+        // pool whose slot count fits `u32` (checked when the pool is made).
         Self {
-            slot,
-            first,
-            slots,
-            orig,
+            pool,
+            first: first as u32,
+            offset: offset as u32,
+            region_len: region_len as u32,
+            slots: slots as u16,
             reason,
         }
     }
 
-    /// Where the copy lives.
-    pub fn slot(&self) -> BounceSlot {
-        self.slot
-    }
-
     /// The index of the region's first slot in the pool.
     pub fn first_slot(&self) -> usize {
-        self.first
+        self.first as usize
     }
 
     /// How many slots the region takes.
     pub fn slots(&self) -> usize {
-        self.slots
+        usize::from(self.slots)
     }
 
-    /// The physical address of the original buffer.
-    pub fn original(&self) -> PhysAddr {
-        self.orig
+    /// Where the copy starts in the region.
+    pub fn offset(&self) -> usize {
+        self.offset as usize
+    }
+
+    /// The region's length, padding included.
+    pub fn region_len(&self) -> usize {
+        self.region_len as usize
     }
 
     /// Why the mapping was bounced.
     pub fn reason(&self) -> BounceReason {
         self.reason
+    }
+
+    /// The identity of the pool the region belongs to.
+    pub(super) fn pool(&self) -> u32 {
+        self.pool
     }
 }
 
@@ -104,8 +108,8 @@ unsafe impl BouncePolicy for Swiotlb {
     }
 
     #[inline]
-    fn slot(state: &Self::State) -> Option<BounceSlot> {
-        state.as_ref().map(SwiotlbSlot::slot)
+    fn slot(&self, state: &Self::State) -> Option<BounceSlot> {
+        state.as_ref().map(|s| self.slot_of(s))
     }
 
     unsafe fn release(&self, state: Self::State) {
@@ -145,8 +149,8 @@ macro_rules! forward_policy {
             }
 
             #[inline]
-            fn slot(state: &Self::State) -> Option<BounceSlot> {
-                <Swiotlb as BouncePolicy>::slot(state)
+            fn slot(&self, state: &Self::State) -> Option<BounceSlot> {
+                <Swiotlb as BouncePolicy>::slot(self, state)
             }
 
             #[inline]

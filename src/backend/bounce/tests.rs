@@ -29,8 +29,8 @@ fn alloc(p: &Swiotlb, orig: u64, len: usize, mask: u64) -> Result<SwiotlbSlot, M
 }
 
 /// The bytes of a region, read through the pool's pointer.
-fn region_bytes(s: &SwiotlbSlot) -> Vec<u8> {
-    let b = s.slot();
+fn region_bytes(p: &Swiotlb, s: &SwiotlbSlot) -> Vec<u8> {
+    let b = p.slot_of(s);
     let before = (b.phys.as_u64() - b.region_phys.as_u64()) as usize;
     // SAFETY: the region is held by `s`, valid for `region_len` bytes from
     // `before` bytes ahead of `cpu`, and nothing else touches it now.
@@ -71,7 +71,7 @@ fn alloc_release_exact_and_original_found() {
     assert_eq!(p.used_slots(), 3);
     let b = alloc(&p, 0x2_0000_0010, 100, 0xff).unwrap();
     assert_eq!(b.first_slot(), 3);
-    let s = b.slot();
+    let s = p.slot_of(&b);
     assert_eq!(s.phys.as_u64() & 0xff, 0x10);
     assert_eq!(s.region_phys.as_u64(), PHYS + 3 * SLOT_SIZE as u64);
     assert_eq!(s.region_len, SLOT_SIZE);
@@ -112,8 +112,8 @@ fn padding_is_zeroed() {
             0xfff,
         )
         .unwrap();
-    assert_eq!(s.slot().region_len, 4096);
-    let bytes = region_bytes(&s);
+    assert_eq!(p.slot_of(&s).region_len, 4096);
+    let bytes = region_bytes(&p, &s);
     let off = 0x123;
     assert!(bytes[..off].iter().all(|&b| b == 0));
     assert!(bytes[off + 100..].iter().all(|&b| b == 0));
@@ -193,14 +193,14 @@ fn policy_forwarding() {
         &cfg,
     )
     .unwrap();
-    let s = <Swiotlb as BouncePolicy>::slot(&st).unwrap();
+    let s = <Swiotlb as BouncePolicy>::slot(&p, &st).unwrap();
     assert_eq!(s.phys.as_u64() & 7, 5);
     assert_eq!(st.as_ref().unwrap().reason(), BounceReason::SharesCacheLine);
-    assert_eq!(
-        st.as_ref().unwrap().original(),
-        PhysAddr::new(0x1_0000_0005)
+    assert_eq!(p.original_of(s.phys), Some(PhysAddr::new(0x1_0000_0005)));
+    assert!(
+        <&Swiotlb as BouncePolicy>::slot(&&*p, &<&Swiotlb as BouncePolicy>::not_bounced())
+            .is_none()
     );
-    assert!(<&Swiotlb as BouncePolicy>::slot(&<&Swiotlb as BouncePolicy>::not_bounced()).is_none());
     // SAFETY: from this pool, no device involved.
     unsafe { <&Swiotlb as BouncePolicy>::release(&&*p, st) };
     assert_eq!(p.free_slots(), 4);
@@ -221,7 +221,7 @@ fn threads_share_a_pool() {
                     let len = 1 + ((t as usize * 977 + r * 131) % (8 * SLOT_SIZE));
                     let orig = 0x1_0000_0000 + t * 0x10_0000 + r as u64 * 64;
                     let slot = alloc(p, orig, len, 0x3f).unwrap();
-                    let b = slot.slot();
+                    let b = p.slot_of(&slot);
                     assert_eq!(b.phys.as_u64() & 0x3f, orig & 0x3f);
                     // Fill the copy: a region shared with another thread
                     // would show up as a data race under Miri.
