@@ -264,7 +264,7 @@ impl BounceSlot {
 /// 1. [`alloc`](Self::alloc) returns a slot of at least `len` bytes, aligned
 ///    as asked, exclusively for this mapping until [`release`](Self::release),
 ///    inside memory the device can reach (through the translation) and that
-///    nothing else references; its padding is zeroed. On error nothing is
+///    nothing else references; its padding is zeroed when the device is untrusted (it is given the whole region). On error nothing is
 ///    held.
 /// 2. [`slot`](Self::slot) returns the slot `alloc` stored in the state, or
 ///    `None` for a state made by [`not_bounced`](Self::not_bounced).

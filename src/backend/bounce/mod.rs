@@ -279,8 +279,10 @@ impl Swiotlb {
 
     /// Reserves a region for `len` bytes whose original lies at `orig`:
     /// see [`BouncePolicy::alloc`](crate::backend::compose::BouncePolicy::alloc).
-    /// The region's padding is zeroed; its copy part is left for the caller
-    /// to fill.
+    /// With `zero_padding` the region's padding is zeroed (for an untrusted
+    /// device, which is given the whole region; a trusted one is given only
+    /// the copy, and the padding is left as it is, as Linux's swiotlb does);
+    /// the copy part is left for the caller to fill.
     ///
     /// # Errors
     ///
@@ -296,6 +298,7 @@ impl Swiotlb {
         pad_to: usize,
         reason: BounceReason,
         min_align_mask: u64,
+        zero_padding: bool,
     ) -> Result<SwiotlbSlot, MapErrorKind> {
         let p = Placement::new(orig, len, align, pad_to, min_align_mask)?;
         let first = self
@@ -306,14 +309,17 @@ impl Swiotlb {
         // inside the pool (the area found it among its slots), so the
         // offsets stay inside the allocation `base` points to.
         let region = unsafe { self.base.add(region_off) };
-        // SAFETY: the region was reserved just now, under the area's lock,
-        // so nothing else uses it; it is valid for writes (invariant), no
-        // reference to it exists, and both pieces lie inside it.
-        unsafe {
-            region.write_bytes(0, p.offset);
-            region
-                .add(p.offset + p.len)
-                .write_bytes(0, p.region_len - p.offset - p.len);
+        if zero_padding {
+            // SAFETY: the region was reserved just now, under the area's
+            // lock, so nothing else uses it; it is valid for writes
+            // (invariant), no reference to it exists, and both pieces lie
+            // inside it.
+            unsafe {
+                region.write_bytes(0, p.offset);
+                region
+                    .add(p.offset + p.len)
+                    .write_bytes(0, p.region_len - p.offset - p.len);
+            }
         }
         let region_phys = PhysAddr::new(self.phys.as_u64() + region_off as u64);
         let slot = BounceSlot {

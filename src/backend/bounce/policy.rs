@@ -103,8 +103,16 @@ unsafe impl BouncePolicy for Swiotlb {
         reason: BounceReason,
         cfg: &DeviceConfig,
     ) -> Result<Self::State, MapErrorKind> {
-        self.alloc_slot(orig, len, align, pad_to, reason, cfg.align_mask())
-            .map(Some)
+        self.alloc_slot(
+            orig,
+            len,
+            align,
+            pad_to,
+            reason,
+            cfg.align_mask(),
+            !cfg.is_trusted(),
+        )
+        .map(Some)
     }
 
     #[inline]

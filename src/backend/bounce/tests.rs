@@ -25,6 +25,7 @@ fn alloc(p: &Swiotlb, orig: u64, len: usize, mask: u64) -> Result<SwiotlbSlot, M
         1,
         BounceReason::Unreachable,
         mask,
+        true,
     )
 }
 
@@ -110,6 +111,7 @@ fn padding_is_zeroed() {
             4096,
             BounceReason::Untrusted,
             0xfff,
+            true,
         )
         .unwrap();
     assert_eq!(p.slot_of(&s).region_len, 4096);
