@@ -290,6 +290,9 @@ impl Swiotlb {
     /// [`MAX_SLOTS_PER_MAPPING`] slots, [`MapErrorKind::BouncePoolExhausted`]
     /// if no area has a suitable run of free slots (the pool is then
     /// unchanged).
+    // The arguments are the request, as Linux's `swiotlb_tbl_map_single`
+    // takes them; a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub fn alloc_slot(
         &self,
         orig: PhysAddr,
