@@ -682,3 +682,60 @@ fn the_ready_made_iommu_device_works() {
     let rx = unsafe { rx.sync_for_cpu() };
     assert_eq!(&rx.contents()[..2], &[1, 2]);
 }
+
+/// No reverse translation (issue 10, target 7): maps, syncs and unmaps of
+/// every kind, single and batched, on a strict and a lazy domain, with and
+/// without bouncing, do not walk the page table once; only device accesses
+/// (IOTLB misses) do.
+#[test]
+fn no_sync_or_unmap_path_walks_the_page_table() {
+    use dmacap::backend::compose::NonCoherent;
+    for mode in [InvalidationMode::Strict, InvalidationMode::LAZY] {
+        let mem = dmacap::sim::SimMemory::noncoherent(dmacap::PhysAddr::new(0x8000_0000), 1 << 20);
+        let pool = mem.swiotlb(64 * 1024, 1).unwrap();
+        let dev = Device::new(
+            Composed::from_parts(
+                mem.clone(),
+                IommuDomain::new(SimIommu::new(), mode),
+                NonCoherent(mem.cache().unwrap()),
+                pool,
+            ),
+            DeviceConfig::new(),
+        );
+        let d = dev.backend().translation();
+        let a = dev
+            .map_from_device(mem.alloc_slice_aligned::<u8>(256, 64).unwrap())
+            .unwrap();
+        // A byte buffer sharing a line: bounced.
+        let b = dev
+            .map_bidirectional(mem.alloc_slice::<u8>(10).unwrap())
+            .unwrap();
+        assert_eq!(dev.stats().bounced(), 1);
+        // SAFETY: no device access happened.
+        let a = unsafe { a.sync_for_cpu() }.sync_for_device();
+        // SAFETY: as above.
+        let b = unsafe { b.sync_prefix_for_cpu(4) }
+            .unwrap()
+            .sync_for_device();
+        let mut batch = dev.batch();
+        // SAFETY: as above.
+        unsafe {
+            batch.unmap_device_owned(a);
+            batch.unmap_device_owned(b);
+        }
+        drop(batch.flush());
+        d.flush_queue(dev.context());
+        assert_eq!(d.walks(), 0, "{mode:?}");
+        // A device access walks (IOTLB miss): the counter works.
+        let c = dev
+            .map_from_device(mem.alloc_slice_aligned::<u8>(64, 64).unwrap())
+            .unwrap();
+        dmacap::sim::SimDevice::new(&dev, mem.clone())
+            .write(c.dma_addr(), &[1])
+            .unwrap();
+        assert_eq!(d.walks(), 1);
+        // SAFETY: the simulated write returned.
+        drop(unsafe { c.unmap() });
+        assert_eq!(d.walks(), 1);
+    }
+}

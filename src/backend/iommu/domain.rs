@@ -67,6 +67,7 @@ pub struct IommuDomain<H: IommuHardware> {
     gather: GatherLists,
     fq: FlushQueues,
     invalidations: AtomicUsize,
+    walks: AtomicUsize,
 }
 
 impl<H: IommuHardware> IommuDomain<H> {
@@ -114,6 +115,7 @@ impl<H: IommuHardware> IommuDomain<H> {
             gather: GatherLists::new(),
             fq: FlushQueues::new(queue_len, timeout_ms),
             invalidations: AtomicUsize::new(0),
+            walks: AtomicUsize::new(0),
         }
     }
 
@@ -152,7 +154,16 @@ impl<H: IommuHardware> IommuDomain<H> {
     /// The hardware's page walk: the leaf entry translating `iova`. For
     /// hardware models only; see [`PageTable::walk`].
     pub fn walk(&self, iova: DmaAddr) -> Option<Pte> {
+        self.walks.fetch_add(1, Ordering::Relaxed);
         lock(&self.table).walk(iova)
+    }
+
+    /// Page-table walks so far. Only the hardware walks (on an IOTLB miss
+    /// of a device access): dmacap's own map, sync and unmap paths use the
+    /// IOVA and physical address the handle carries, never a walk (a test
+    /// counts it).
+    pub fn walks(&self) -> usize {
+        self.walks.load(Ordering::Relaxed)
     }
 
     /// Lazy mode: invalidates the IOTLB for every queued range, waits, and
