@@ -39,7 +39,7 @@ use crate::api::device::Device;
 use crate::api::handle::Mapped;
 use crate::backend::Backend;
 use crate::backend::compose::{Composed, NoBounce};
-use crate::backend::direct::Direct;
+use crate::backend::direct::{BusWindows, Direct};
 use crate::base::addr::PhysAddr;
 use crate::base::buffer::{DmaBuffer, DmaPages, PagesKeep, Transfer};
 use crate::base::direction::{DevOwned, Direction};
@@ -83,11 +83,11 @@ pub struct Reach<'d, B: Backend, W: Unsigned> {
 }
 
 /// A direct, never-bouncing backend: the kind whose reach can be proven.
-type DirectUnbounced<P, K> = Composed<P, Direct, K, NoBounce>;
+type DirectUnbounced<P, W, K> = Composed<P, Direct<W>, K, NoBounce>;
 
-impl<P, K> Device<DirectUnbounced<P, K>>
+impl<P, Bus: BusWindows, K> Device<DirectUnbounced<P, Bus, K>>
 where
-    DirectUnbounced<P, K>: Backend,
+    DirectUnbounced<P, Bus, K>: Backend,
 {
     /// Checks once that the device reaches all of `[0, 2^W)` where it lies
     /// and returns the proof.
@@ -96,7 +96,9 @@ where
     ///
     /// [`AllocError::ZoneTooWide`] if its mask or bus windows do not cover
     /// the zone.
-    pub fn reach<W: Unsigned>(&self) -> Result<Reach<'_, DirectUnbounced<P, K>, W>, AllocError> {
+    pub fn reach<W: Unsigned>(
+        &self,
+    ) -> Result<Reach<'_, DirectUnbounced<P, Bus, K>, W>, AllocError> {
         let last = zone_last::<W>();
         let covered = usize::try_from(last)
             .ok()

@@ -172,12 +172,108 @@ impl Default for DmaWindows {
     }
 }
 
-/// Direct translation: the device reaches memory through the bus windows,
-/// with no IOMMU. It grants nothing (the device can reach all of memory
-/// anyway), so unmap has nothing to undo.
+/// How a bus routes device addresses to memory, with no IOMMU: a table of
+/// windows ([`DmaWindows`], from a device tree's `dma-ranges`), or, known at
+/// compile time, none at all ([`IdentityBus`]: DMA address = physical
+/// address), which makes the forward translation free.
+///
+/// # Safety
+///
+/// [`phys_to_dma`](Self::phys_to_dma) returns `Some(dma)` only if the bus
+/// routes `[dma, dma + len)` to exactly `[phys, phys + len)`, and
+/// `dma + len` does not overflow; [`bus_to_phys`](Self::bus_to_phys) is
+/// its inverse (the hardware's routing, used only by simulated devices).
+pub unsafe trait BusWindows: Clone + Send + Sync + core::fmt::Debug {
+    /// The DMA address of `len` bytes at `phys`, if one window holds them.
+    fn phys_to_dma(&self, phys: PhysAddr, len: u64) -> Option<DmaAddr>;
+
+    /// The physical address behind `dma`, and how many bytes from there the
+    /// same window covers.
+    fn bus_to_phys(&self, dma: DmaAddr) -> Option<(PhysAddr, u64)>;
+}
+
+// SAFETY: the table's windows are checked when built (no overflow, no
+// overlap); `phys_to_dma` maps a range inside one window by its offset, and
+// `bus_to_phys` inverts it.
+unsafe impl BusWindows for DmaWindows {
+    #[inline]
+    fn phys_to_dma(&self, phys: PhysAddr, len: u64) -> Option<DmaAddr> {
+        DmaWindows::phys_to_dma(self, phys, len)
+    }
+
+    #[inline]
+    fn bus_to_phys(&self, dma: DmaAddr) -> Option<(PhysAddr, u64)> {
+        DmaWindows::bus_to_phys(self, dma)
+    }
+}
+
+/// A bus where DMA addresses are physical addresses, known at compile time:
+/// no window table to search (most x86 systems, and ARM systems without
+/// `dma-ranges`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IdentityBus;
+
+// SAFETY: the identity: `dma = phys`, refused only if the range overflows.
+unsafe impl BusWindows for IdentityBus {
+    #[inline(always)]
+    fn phys_to_dma(&self, phys: PhysAddr, len: u64) -> Option<DmaAddr> {
+        phys.last_of(len)?;
+        Some(DmaAddr::new(phys.as_u64()))
+    }
+
+    #[inline]
+    fn bus_to_phys(&self, dma: DmaAddr) -> Option<(PhysAddr, u64)> {
+        Some((PhysAddr::new(dma.as_u64()), u64::MAX - dma.as_u64() + 1))
+    }
+}
+
+/// Direct translation: the device reaches memory through the bus's windows
+/// `W`, with no IOMMU. It grants nothing (the device can reach all of
+/// memory anyway), so unmap has nothing to undo.
 #[derive(Debug, Clone, Default)]
-pub struct Direct {
-    windows: DmaWindows,
+pub struct Direct<W: BusWindows = DmaWindows> {
+    windows: W,
+}
+
+impl Direct<IdentityBus> {
+    /// DMA addresses equal to physical addresses, known at compile time.
+    pub const fn identity_bus() -> Self {
+        Self {
+            windows: IdentityBus,
+        }
+    }
+}
+
+impl<W: BusWindows> Direct<W> {
+    /// DMA addresses through `windows`.
+    pub const fn with_bus(windows: W) -> Self {
+        Self { windows }
+    }
+
+    /// The bus windows.
+    pub fn bus(&self) -> &W {
+        &self.windows
+    }
+
+    /// The DMA address of `len` bytes at `phys` for a device with `cfg`'s
+    /// mask: the forward translation, done once at map time.
+    #[inline]
+    pub fn translate(
+        &self,
+        phys: PhysAddr,
+        len: usize,
+        cfg: &DeviceConfig,
+    ) -> Result<DmaAddr, MapErrorKind> {
+        let dma = self
+            .windows
+            .phys_to_dma(phys, len as u64)
+            .ok_or(MapErrorKind::NoDmaWindow { phys, len })?;
+        let mask = cfg.mask();
+        if !mask.covers(dma, len as u64) {
+            return Err(MapErrorKind::BeyondMask { dma, len, mask });
+        }
+        Ok(dma)
+    }
 }
 
 impl Direct {
@@ -197,32 +293,13 @@ impl Direct {
     pub fn windows(&self) -> &DmaWindows {
         &self.windows
     }
-
-    /// The DMA address of `len` bytes at `phys` for a device with `cfg`'s
-    /// mask: the forward translation, done once at map time.
-    pub fn translate(
-        &self,
-        phys: PhysAddr,
-        len: usize,
-        cfg: &DeviceConfig,
-    ) -> Result<DmaAddr, MapErrorKind> {
-        let dma = self
-            .windows
-            .phys_to_dma(phys, len as u64)
-            .ok_or(MapErrorKind::NoDmaWindow { phys, len })?;
-        let mask = cfg.mask();
-        if !mask.covers(dma, len as u64) {
-            return Err(MapErrorKind::BeyondMask { dma, len, mask });
-        }
-        Ok(dma)
-    }
 }
 
 // SAFETY: (1) `translate` returns the window's image of the range and checks
 // it against the mask; the bus routes it to that memory. (2) Unreachable
 // ranges fail with `NoDmaWindow` or `BeyondMask` and hold nothing. (3) Unmap holds and frees nothing. (4) Nothing is
 // handed out.
-unsafe impl Translation for Direct {
+unsafe impl<W: BusWindows> Translation for Direct<W> {
     type State = ();
     const UNMAP_IS_NOOP: bool = true;
 
@@ -278,10 +355,21 @@ impl<P: PhysLookup> Composed<P, Direct, Coherent, NoBounce> {
     }
 }
 
-impl<P, K, Bo> Composed<P, Direct, K, Bo> {
+impl<P, W: BusWindows, K, Bo> Composed<P, Direct<W>, K, Bo> {
     /// The bus windows.
-    pub fn windows(&self) -> &DmaWindows {
-        self.translation().windows()
+    pub fn windows(&self) -> &W {
+        self.translation().bus()
+    }
+}
+
+/// [`DirectCoherent`] on a bus known at compile time to be the identity:
+/// the forward translation is a mask check, nothing to search.
+pub type IdentityCoherent<P> = Composed<P, Direct<IdentityBus>, Coherent, NoBounce>;
+
+impl<P: PhysLookup> Composed<P, Direct<IdentityBus>, Coherent, NoBounce> {
+    /// A coherent device on an identity bus.
+    pub fn identity_bus(platform: P) -> Self {
+        Composed::from_parts(platform, Direct::identity_bus(), Coherent, NoBounce)
     }
 }
 

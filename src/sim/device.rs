@@ -6,7 +6,7 @@ use std::vec;
 use crate::api::device::Device;
 use crate::backend::Backend;
 use crate::backend::compose::Composed;
-use crate::backend::direct::{Direct, DmaWindows};
+use crate::backend::direct::{BusWindows, Direct, DmaWindows};
 use crate::base::addr::{DmaAddr, PhysAddr};
 use crate::sim::memory::{PhysAccessError, SimMemory};
 
@@ -86,9 +86,11 @@ impl BusTranslate for DmaWindows {
     }
 }
 
-impl BusTranslate for Direct {
+impl<W: BusWindows> BusTranslate for Direct<W> {
     fn translate(&self, dma: DmaAddr, access: Access) -> Result<(PhysAddr, u64), SimFault> {
-        self.windows().translate(dma, access)
+        self.bus()
+            .bus_to_phys(dma)
+            .ok_or(SimFault::Untranslated { dma, access })
     }
 }
 
