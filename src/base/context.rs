@@ -116,10 +116,14 @@ impl Default for DeviceConfig {
 /// increment may be lost. These are statistics, never used for soundness.
 #[inline(always)]
 fn bump(counter: &AtomicUsize, n: usize) {
-    counter.store(
-        counter.load(Ordering::Relaxed).wrapping_add(n),
-        Ordering::Relaxed,
-    );
+    // Nothing to publish (a coherent backend cleans no line): no store, so
+    // a zero-cost path stays zero-cost.
+    if n != 0 {
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
 }
 
 /// Counters kept per device. Backends add to the maintenance counters;

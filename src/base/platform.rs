@@ -149,9 +149,11 @@ impl IdentityMap {
 unsafe impl PhysLookup for IdentityMap {
     #[inline]
     fn phys_of(&self, cpu: NonNull<u8>, len: usize) -> Option<PhysAddr> {
-        let start = cpu.as_ptr() as usize as u64;
-        start.checked_add(len as u64)?;
-        Some(PhysAddr::new(start))
+        let start = PhysAddr::new(cpu.as_ptr() as usize as u64);
+        // The same overflow check as the map's own (`last_of`), so the
+        // compiler folds the two into one.
+        start.last_of(len as u64)?;
+        Some(start)
     }
 }
 
