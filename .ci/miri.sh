@@ -71,12 +71,16 @@ if ! timed "setup" quiet_setup; then
     fail "cargo +nightly miri setup failed; Miri NOT run"
 fi
 
+# Both runs happen even if the first fails (each reports every failing test
+# binary, --no-fail-fast); the script fails at the end if either did.
 total_start=$SECONDS
+failed=()
 
 header "Stacked Borrows: unit tests and every integration test of dmacap"
 MIRIFLAGS="-Zmiri-ignore-leaks" \
     timed "Stacked Borrows (--lib --tests)" \
-    cargo +nightly miri test -p dmacap --no-fail-fast --lib --tests
+    cargo +nightly miri test -p dmacap --no-fail-fast --lib --tests ||
+    failed+=("Stacked Borrows")
 
 header "Tree Borrows: the adversarial suite"
 suite=()
@@ -96,10 +100,14 @@ done
 if [ "${#suite[@]}" -gt 0 ]; then
     MIRIFLAGS="-Zmiri-ignore-leaks -Zmiri-tree-borrows" \
         timed "Tree Borrows (${suite[*]})" \
-        cargo +nightly miri test -p dmacap --no-fail-fast "${suite[@]}"
+        cargo +nightly miri test -p dmacap --no-fail-fast "${suite[@]}" ||
+        failed+=("Tree Borrows")
 else
     echo "WARNING: no adversarial suite found; the Tree Borrows step had nothing to run" >&2
 fi
 
 t=$((SECONDS - total_start))
 printf -- '--> Miri: all test steps: %dm%02ds\n' $((t / 60)) $((t % 60))
+if [ "${#failed[@]}" -gt 0 ]; then
+    fail "Miri FAILED: ${failed[*]} (see the test output above)"
+fi
