@@ -215,19 +215,20 @@ fn ranged_syncs_on_a_long_lived_ring_in_streaming_memory() {
     let mut entry = [0u8; 64];
     // SAFETY: the device finished entry 2 (its write returned) and leaves
     // it alone until we are done.
-    unsafe { ring.read_range(128, &mut entry) }.unwrap();
+    let ring = unsafe { ring.read_range(128, &mut entry) }.unwrap();
     assert_eq!(entry, [0xaa; 64]);
     // SAFETY: the device does not touch entry 3 now.
-    unsafe { ring.write_range(192, &[0x55; 64]) }.unwrap();
+    let ring = unsafe { ring.write_range(192, &[0x55; 64]) }.unwrap();
     engine.read(at(ring.dma_addr(), 192), &mut entry).unwrap();
     assert_eq!(entry, [0x55; 64]);
-    // Checked ranges: past the end, empty, or splitting a cache line.
+    // Checked ranges: past the end, empty, or splitting a cache line; the
+    // handle comes back in the error.
     // SAFETY: refused before anything happens.
-    unsafe {
-        assert!(ring.read_range(250, &mut entry).is_err());
-        assert!(ring.read_range(0, &mut []).is_err());
-        assert!(ring.write_range(10, &[1; 8]).is_err());
-    }
+    let ring = unsafe {
+        let ring = ring.read_range(250, &mut entry).unwrap_err().into_handle();
+        let ring = ring.read_range(0, &mut []).unwrap_err().into_handle();
+        ring.write_range(10, &[1; 8]).unwrap_err().into_handle()
+    };
     // SAFETY: the device is done with the ring.
     drop(unsafe { ring.unmap() });
 }

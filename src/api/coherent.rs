@@ -113,11 +113,15 @@ where
 
 /// Contents a device may share with the CPU for good: the device may write
 /// any byte at any time, so every bit pattern must be a valid value
-/// (`FromBytes`). Implemented for every such type; sealed.
+/// (`FromBytes`); and the device reads every byte, so there must be no
+/// padding (`IntoBytes`): a CPU-phase write of a padded value leaves its
+/// padding uninitialised, which the device would read (a leak) and a field
+/// read over it would return (undefined behaviour). Implemented for every
+/// such type; sealed.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be shared with a device: it could write bytes that are not a valid `{Self}`",
-    label = "not `FromBytes`",
-    note = "shared coherent memory needs contents for which every bit pattern is valid (zerocopy's `FromBytes`)"
+    message = "`{Self}` cannot be shared with a device: it could write bytes that are not a valid `{Self}`, or read its padding",
+    label = "not `FromBytes + IntoBytes`",
+    note = "shared coherent memory needs contents for which every bit pattern is valid and that have no padding (zerocopy's `FromBytes + IntoBytes`)"
 )]
 pub trait SharedContents: shared::Sealed {}
 
@@ -126,7 +130,7 @@ impl<T: ?Sized + shared::Sealed> SharedContents for T {}
 
 mod shared {
     pub trait Sealed {}
-    impl<T: ?Sized + zerocopy::FromBytes> Sealed for T {}
+    impl<T: ?Sized + zerocopy::FromBytes + zerocopy::IntoBytes> Sealed for T {}
 }
 
 /// A coherent allocation in its CPU-only phase: allocated and zeroed, not
@@ -214,7 +218,8 @@ where
 {
     /// Ends the CPU-only phase: maps the memory for the device, read and
     /// write, never bounced, and hands it over for the rest of its life.
-    /// Needs `T: FromBytes`: the device may write any bytes from now on.
+    /// Needs `T: FromBytes + IntoBytes` ([`SharedContents`]): the device may
+    /// write any bytes from now on, and reads every byte.
     ///
     /// # Errors
     ///
@@ -225,18 +230,19 @@ where
     where
         T: SharedContents,
     {
-        let this = ManuallyDrop::new(self);
-        let device = this.device;
-        let cpu = this.ptr.cast::<u8>();
+        let device = self.device;
+        let cpu = self.ptr.cast::<u8>();
         let platform = device.platform();
-        let Some(phys) = platform.phys_of(cpu, this.size) else {
-            // SAFETY: never mapped; `this` is not used again.
-            unsafe { platform.free_dma(cpu, this.size, this.align) };
-            return Err(AllocError::NoPhysAddr);
-        };
-        // SAFETY: the allocation is this handle's, and from here on no
+        // Until the map is asked for, the box itself holds the memory: an
+        // error or an unwinding hook drops it, which frees it (nothing was
+        // mapped). From the map on, an unwind leaks it instead.
+        let phys = platform
+            .phys_of(cpu, self.size)
+            .ok_or(AllocError::NoPhysAddr)?;
+        // SAFETY: the allocation is this box's, and from here on no
         // reference to it is used (the box is consumed).
-        unsafe { platform.make_visible(cpu, this.size) };
+        unsafe { platform.make_visible(cpu, self.size) };
+        let this = ManuallyDrop::new(self);
         let req = MmioRequest {
             phys,
             len: this.size,

@@ -373,20 +373,29 @@ where
     /// streaming memory, where the device owns the rest while the CPU looks
     /// at one entry.
     ///
+    /// The handle is taken and given back, so no other thread uses it
+    /// meanwhile, and if the barrier unwinds the handle is dropped as what
+    /// it is, device-owned: quarantined, never left live with maintenance
+    /// still queued on it.
+    ///
     /// # Errors
     ///
-    /// A range that is empty or leaves the mapping is refused.
+    /// A range that is empty or leaves the mapping is refused, and the
+    /// handle handed back in the error.
     ///
     /// # Safety
     ///
     /// The device does not access the range from before the call (observed
     /// by the driver, as for [`sync_for_cpu`](Self::sync_for_cpu)) until it
     /// returns.
-    pub unsafe fn read_range(&self, offset: usize, out: &mut [u8]) -> Result<(), RangeError<()>>
+    pub unsafe fn read_range(self, offset: usize, out: &mut [u8]) -> Result<Self, RangeError<Self>>
     where
         <Buf::Target as DmaTarget>::Elem: zerocopy::IntoBytes,
     {
-        let range = self.byte_range(offset, out.len())?;
+        let range = match self.byte_range(offset, out.len()) {
+            Ok(r) => r,
+            Err(e) => return Err(RangeError::new(self, e.requested, e.available)),
+        };
         if Self::CPU_SYNC {
             // SAFETY: the mapping is live, the range inside it, the device
             // leaves it alone (caller) and no CPU reference to it exists.
@@ -407,12 +416,15 @@ where
                 out.len(),
             )
         };
-        Ok(())
+        Ok(self)
     }
 
     /// Writes `data` at byte `offset` of a mapping the device keeps
     /// owning, and hands that range to the device: a copy and a ranged sync
     /// for the device (Linux's `dma_sync_single_range_for_device`).
+    ///
+    /// The handle is taken and given back, as for
+    /// [`read_range`](Self::read_range).
     ///
     /// # Errors
     ///
@@ -425,18 +437,22 @@ where
     ///
     /// As for [`read_range`](Self::read_range): the device does not access
     /// the range during the call.
-    pub unsafe fn write_range(&self, offset: usize, data: &[u8]) -> Result<(), RangeError<()>>
+    pub unsafe fn write_range(self, offset: usize, data: &[u8]) -> Result<Self, RangeError<Self>>
     where
         D: CpuWritable,
         <Buf::Target as DmaTarget>::Elem: zerocopy::FromBytes,
     {
-        let range = self.byte_range(offset, data.len())?;
+        let range = match self.byte_range(offset, data.len()) {
+            Ok(r) => r,
+            Err(e) => return Err(RangeError::new(self, e.requested, e.available)),
+        };
         let granule = <B::Granule as typenum::Unsigned>::USIZE;
         let end = range.end();
         if !offset.is_multiple_of(granule)
             || !(end.is_multiple_of(granule) || end == self.byte_len())
         {
-            return Err(RangeError::new((), end, self.byte_len()));
+            let available = self.byte_len();
+            return Err(RangeError::new(self, end, available));
         }
         // SAFETY: inside the buffer; any bytes are a valid element
         // (`FromBytes`); the device leaves the range alone (caller) and
@@ -457,7 +473,7 @@ where
             };
             self.device.backend().flush(self.device.context());
         }
-        Ok(())
+        Ok(self)
     }
 }
 

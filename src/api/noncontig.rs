@@ -80,47 +80,38 @@ where
         }
         let n = len.div_ceil(PAGE);
         let platform = self.platform();
-        let mut pages: Vec<(NonNull<u8>, PhysAddr)> = Vec::with_capacity(n);
-        let give_back = |pages: &[(NonNull<u8>, PhysAddr)]| {
-            for &(p, _) in pages {
-                // SAFETY: allocated here, never linked or unlinked again, no
-                // reference to it.
-                unsafe { platform.free_dma(p, PAGE, PAGE) };
-            }
+        let max_phys = self.backend().phys_limit(self.config());
+        let out_of_memory = AllocError::OutOfMemory {
+            size: PAGE,
+            align: PAGE,
+            max_phys,
+        };
+        // Holds the pages until they are linked, and frees them on every
+        // early return and on an unwinding hook; once linking starts, an
+        // unwind leaks them instead (quarantined, counted): the page table
+        // may then hold them.
+        let mut held = Pages {
+            device: self,
+            pages: Vec::with_capacity(n),
+            linked: false,
         };
         for _ in 0..n {
-            let page = platform.alloc_dma(
-                PAGE,
-                PAGE,
-                self.backend().phys_limit(self.config()),
-                !K::COHERENT,
-            );
-            let got = page.and_then(|p| platform.phys_of(p, PAGE).map(|phys| (p, phys)));
-            match got {
-                Some(pp) => pages.push(pp),
-                None => {
-                    if let Some(p) = page {
-                        // SAFETY: just allocated, never linked.
-                        unsafe { platform.free_dma(p, PAGE, PAGE) };
-                    }
-                    give_back(&pages);
-                    return Err(AllocError::OutOfMemory {
-                        size: PAGE,
-                        align: PAGE,
-                        max_phys: self.backend().phys_limit(self.config()),
-                    });
-                }
-            }
+            let page = platform
+                .alloc_dma(PAGE, PAGE, max_phys, !K::COHERENT)
+                .ok_or(out_of_memory)?;
+            let Some(phys) = platform.phys_of(page, PAGE) else {
+                // SAFETY: just allocated, never linked, no reference to it.
+                unsafe { platform.free_dma(page, PAGE, PAGE) };
+                return Err(out_of_memory);
+            };
+            held.pages.push((page, phys));
         }
         let domain = self.backend().translation();
-        let range = match domain.alloc_range(n * PAGE, self.config()) {
-            Ok(r) => r,
-            Err(kind) => {
-                give_back(&pages);
-                return Err(AllocError::Map(kind));
-            }
-        };
-        for (i, &(_, phys)) in pages.iter().enumerate() {
+        let range = domain
+            .alloc_range(n * PAGE, self.config())
+            .map_err(AllocError::Map)?;
+        held.linked = true;
+        for (i, &(_, phys)) in held.pages.iter().enumerate() {
             // SAFETY: `range` is this domain's; the page stays allocated
             // until `unlink_and_free` has returned, and is handed to the
             // device (no CPU reference) whenever the device may use it: it
@@ -130,13 +121,15 @@ where
             if linked.is_err() {
                 // SAFETY: the device was never given the range.
                 unsafe { domain.unlink_and_free(range, self.context()) };
-                give_back(&pages);
+                held.linked = false; // unlinked: free the pages
                 return Err(AllocError::Map(crate::base::error::MapErrorKind::Backend(
                     "the IOMMU page table refused a link",
                 )));
             }
         }
         domain.sync(&range, self.context());
+        let pages = core::mem::take(&mut held.pages);
+        held.linked = false; // nothing left to free or count
         Ok(NonContiguous {
             device: self,
             pages,
@@ -144,6 +137,43 @@ where
             range: ManuallyDrop::new(range),
             _state: PhantomData,
         })
+    }
+}
+
+/// Pages being gathered for a non-contiguous allocation: freed if the
+/// allocation fails or a hook unwinds before they are linked; quarantined
+/// (leaked and counted) if it unwinds while they are being linked.
+struct Pages<'d, P, H, K, Bo>
+where
+    P: DmaAllocator,
+    H: IommuHardware,
+    K: Coherency,
+    Bo: BouncePolicy,
+    K::Phys: PhysJoin<Bo::Phys>,
+{
+    device: &'d Device<IommuBackend<P, H, K, Bo>>,
+    pages: Vec<(NonNull<u8>, PhysAddr)>,
+    linked: bool,
+}
+
+impl<P, H, K, Bo> Drop for Pages<'_, P, H, K, Bo>
+where
+    P: DmaAllocator,
+    H: IommuHardware,
+    K: Coherency,
+    Bo: BouncePolicy,
+    K::Phys: PhysJoin<Bo::Phys>,
+{
+    fn drop(&mut self) {
+        if self.linked {
+            self.device.stats().record_leak(self.pages.len() * PAGE);
+            return;
+        }
+        for &(p, _) in &self.pages {
+            // SAFETY: allocated for this allocation, never linked (or
+            // unlinked again), no reference to it.
+            unsafe { self.device.platform().free_dma(p, PAGE, PAGE) };
+        }
     }
 }
 
@@ -261,8 +291,11 @@ where
             };
             stats.add_lines_cleaned(lines);
         }
+        // Device-owned from here: if the barrier or a grant unwinds, the
+        // pages are quarantined, never freed under cleans still queued.
+        let this = self.into_state::<DevOwned>();
         device.backend().flush(device.context());
-        for &(p, _) in &self.pages {
+        for &(p, _) in &this.pages {
             // SAFETY: no CPU reference to the page exists until it is taken
             // back by `sync_for_cpu` or `free`, and it stays allocated.
             unsafe {
@@ -271,7 +304,7 @@ where
                     .ownership_changed(p, PAGE, Side::Device, device.id())
             };
         }
-        self.into_state::<DevOwned>()
+        this
     }
 
     /// Unlinks and frees the allocation.

@@ -131,8 +131,8 @@ impl<'d, B: Backend, W: Unsigned> Reach<'d, B, W> {
     /// allocation above its zone, or without a physical address).
     pub fn map<D: Direction, Z, T>(
         &self,
-        buf: Zoned<Z, T, B::Platform>,
-    ) -> Mapped<'d, D, DevOwned, Zoned<Z, T, B::Platform>, B>
+        buf: Zoned<Z, T, B::Platform, B::Granule>,
+    ) -> Mapped<'d, D, DevOwned, Zoned<Z, T, B::Platform, B::Granule>, B>
     where
         Z: Unsigned + ZoneWithin<W>,
         [T]: Transfer<D>,
@@ -171,7 +171,7 @@ where
     pub fn alloc_zoned<Z: Unsigned, T: FromZeros>(
         &self,
         len: usize,
-    ) -> Result<Zoned<Z, T, B::Platform>, AllocError> {
+    ) -> Result<Zoned<Z, T, B::Platform, B::Granule>, AllocError> {
         let bytes = len
             .checked_mul(core::mem::size_of::<T>())
             .ok_or(AllocError::TooLarge {
@@ -202,28 +202,31 @@ where
     }
 }
 
-/// Memory below physical `2^Z`, in whole cache-line granules, holding
-/// `[T]`: what [`Device::alloc_zoned`] returns and [`Reach::map`] takes.
-/// Dereferences to its contents; frees itself when dropped.
-pub struct Zoned<Z: Unsigned, T, P: DmaAllocator> {
+/// Memory below physical `2^Z`, in whole cache-line granules of `G`,
+/// holding `[T]`: what [`Device::alloc_zoned`] returns and [`Reach::map`]
+/// takes, on a backend of the same granule (a buffer allocated for a
+/// coherent device, in granules of one byte, does not map infallibly on a
+/// non-coherent one). Dereferences to its contents; frees itself when
+/// dropped.
+pub struct Zoned<Z: Unsigned, T, P: DmaAllocator, G = typenum::U1> {
     pages: DmaPages<[T], P>,
-    _zone: PhantomData<Z>,
+    _zone: PhantomData<(Z, G)>,
 }
 
-impl<Z: Unsigned, T, P: DmaAllocator> core::ops::Deref for Zoned<Z, T, P> {
+impl<Z: Unsigned, T, P: DmaAllocator, G> core::ops::Deref for Zoned<Z, T, P, G> {
     type Target = [T];
     fn deref(&self) -> &[T] {
         &self.pages
     }
 }
 
-impl<Z: Unsigned, T, P: DmaAllocator> core::ops::DerefMut for Zoned<Z, T, P> {
+impl<Z: Unsigned, T, P: DmaAllocator, G> core::ops::DerefMut for Zoned<Z, T, P, G> {
     fn deref_mut(&mut self) -> &mut [T] {
         &mut self.pages
     }
 }
 
-impl<Z: Unsigned, T, P: DmaAllocator> core::fmt::Debug for Zoned<Z, T, P> {
+impl<Z: Unsigned, T, P: DmaAllocator, G> core::fmt::Debug for Zoned<Z, T, P, G> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(
             f,
@@ -236,7 +239,7 @@ impl<Z: Unsigned, T, P: DmaAllocator> core::fmt::Debug for Zoned<Z, T, P> {
 
 // SAFETY: forwards to `DmaPages`, whose parts these are; the zone (a type
 // parameter) is kept across the round trip.
-unsafe impl<Z: Unsigned, T, P: DmaAllocator> DmaBuffer for Zoned<Z, T, P> {
+unsafe impl<Z: Unsigned, T, P: DmaAllocator, G> DmaBuffer for Zoned<Z, T, P, G> {
     type Target = [T];
     type Keep = PagesKeep<P>;
 

@@ -223,7 +223,11 @@ unsafe impl BusWindows for IdentityBus {
 
     #[inline]
     fn bus_to_phys(&self, dma: DmaAddr) -> Option<(PhysAddr, u64)> {
-        Some((PhysAddr::new(dma.as_u64()), u64::MAX - dma.as_u64() + 1))
+        // To the end of the address space (`u64::MAX` bytes at most).
+        Some((
+            PhysAddr::new(dma.as_u64()),
+            (u64::MAX - dma.as_u64()).saturating_add(1),
+        ))
     }
 }
 
