@@ -131,8 +131,8 @@ impl<'d, B: Backend, W: Unsigned> Reach<'d, B, W> {
     /// allocation above its zone, or without a physical address).
     pub fn map<D: Direction, Z, T>(
         &self,
-        buf: Zoned<Z, T, B::Platform, B::Granule>,
-    ) -> Mapped<'d, D, DevOwned, Zoned<Z, T, B::Platform, B::Granule>, B>
+        buf: ZonedFor<B, Z, T>,
+    ) -> Mapped<'d, D, DevOwned, ZonedFor<B, Z, T>, B>
     where
         Z: Unsigned + ZoneWithin<W>,
         [T]: Transfer<D>,
@@ -171,7 +171,7 @@ where
     pub fn alloc_zoned<Z: Unsigned, T: FromZeros>(
         &self,
         len: usize,
-    ) -> Result<Zoned<Z, T, B::Platform, B::Granule>, AllocError> {
+    ) -> Result<ZonedFor<B, Z, T>, AllocError> {
         let bytes = len
             .checked_mul(core::mem::size_of::<T>())
             .ok_or(AllocError::TooLarge {
@@ -201,6 +201,9 @@ where
         })
     }
 }
+
+/// The zoned buffer a device with backend `B` allocates and maps.
+pub type ZonedFor<B, Z, T> = Zoned<Z, T, <B as Backend>::Platform, <B as Backend>::Granule>;
 
 /// Memory below physical `2^Z`, in whole cache-line granules of `G`,
 /// holding `[T]`: what [`Device::alloc_zoned`] returns and [`Reach::map`]
