@@ -543,18 +543,24 @@ where
     /// DMA address reaches a device.
     #[inline]
     pub(crate) fn issue_to_device(self) -> Mapped<'d, D, DevOwned, Buf, B> {
+        // Device-owned before anything is issued: if the backend's hook
+        // unwinds with a clean already queued, the handle is dropped as
+        // device-owned and quarantined, never freed under the clean.
+        let handle = self.into_state(DevOwned);
         if !B::SYNC_IS_NOOP {
-            let m = self.mapping();
+            let m = handle.mapping();
             // SAFETY: the mapping is live and the whole range is inside it;
-            // the CPU owns the buffer and every view borrowed from `self`
-            // has ended because `self` is moved here.
+            // the CPU owned the buffer and every view borrowed from the
+            // CPU-owned handle ended when it was moved here.
             unsafe {
-                self.device
-                    .backend()
-                    .sync_for_device(&m, &self.map_state, SyncRange::whole(m.len))
+                handle.device.backend().sync_for_device(
+                    &m,
+                    &handle.map_state,
+                    SyncRange::whole(m.len),
+                )
             };
         }
-        self.into_state(DevOwned)
+        handle
     }
 
     /// Tears the mapping down and gives the buffer back. Safe: the CPU

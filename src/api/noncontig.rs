@@ -280,9 +280,13 @@ where
     pub fn sync_for_device(self) -> NonContiguous<'d, D, DevOwned, P, H, K, Bo> {
         let device = self.device;
         let stats = device.stats();
-        for &(p, phys) in &self.pages {
+        // Device-owned before the first clean is issued: if a maintenance
+        // hook, the barrier or a grant unwinds, the pages are quarantined,
+        // never freed under cleans still queued.
+        let this = self.into_state::<DevOwned>();
+        for &(p, phys) in &this.pages {
             // SAFETY: a live page of this allocation; the CPU's borrows
-            // ended (`self` is consumed).
+            // ended (the CPU-owned allocation was consumed).
             let lines = unsafe {
                 device
                     .backend()
@@ -291,9 +295,6 @@ where
             };
             stats.add_lines_cleaned(lines);
         }
-        // Device-owned from here: if the barrier or a grant unwinds, the
-        // pages are quarantined, never freed under cleans still queued.
-        let this = self.into_state::<DevOwned>();
         device.backend().flush(device.context());
         for &(p, _) in &this.pages {
             // SAFETY: no CPU reference to the page exists until it is taken
