@@ -127,8 +127,11 @@ impl<'d, B: Backend, W: Unsigned> Reach<'d, B, W> {
     ///
     /// # Panics
     ///
-    /// Only if the platform broke its [`DmaAllocator`] promise (an
-    /// allocation above its zone, or without a physical address).
+    /// Only if the buffer was allocated from another platform instance of
+    /// the same type (another simulated RAM, say) that this device's
+    /// platform cannot translate, or a platform broke its [`DmaAllocator`]
+    /// promise (an allocation above its zone). Nothing is mapped or leaked:
+    /// the buffer is dropped.
     pub fn map<D: Direction, Z, T>(
         &self,
         buf: ZonedFor<B, Z, T>,
