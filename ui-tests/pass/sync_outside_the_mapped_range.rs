@@ -41,8 +41,9 @@ fn main() {
     let err = unsafe { rx.read_range(56, &mut entry) }.unwrap_err();
     assert_eq!((err.requested, err.available), (72, 64));
     assert_eq!(dev.stats().barriers(), barriers, "nothing was synced");
+    let rx = err.into_handle(); // handed back, still device-owned
     // SAFETY: as above.
-    unsafe { rx.read_range(48, &mut entry) }.unwrap();
+    let rx = unsafe { rx.read_range(48, &mut entry) }.unwrap();
     assert_eq!(entry, [0x11; 16]);
     // SAFETY: as above.
     let rx = unsafe { rx.sync_prefix_for_cpu(64) }.unwrap();
