@@ -5,7 +5,7 @@
 
 use crate::base::addr::DmaMask;
 use crate::base::platform::DeviceId;
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::{AtomicUsize, Ordering, bump};
 
 /// A device's addressing limits and trust, as a driver declares them at
 /// probe time (Linux's `dma_set_mask`, `dma_set_max_seg_size`,
@@ -104,25 +104,6 @@ impl DeviceConfig {
 impl Default for DeviceConfig {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// Adds `n` to a statistics counter without a locked instruction: a
-/// relaxed load and store, not a read-modify-write. On x86 a `lock`-prefixed
-/// add orders the weakly ordered `clwb`/`clflushopt` issued before it like
-/// a fence, so a locked counter per buffer would cost a batch one fence per
-/// buffer; this costs an ordinary add. Exact on one thread; when two
-/// threads hand buffers of one device over at the same moment, one
-/// increment may be lost. These are statistics, never used for soundness.
-#[inline(always)]
-fn bump(counter: &AtomicUsize, n: usize) {
-    // Nothing to publish (a coherent backend cleans no line): no store, so
-    // a zero-cost path stays zero-cost.
-    if n != 0 {
-        counter.store(
-            counter.load(Ordering::Relaxed).wrapping_add(n),
-            Ordering::Relaxed,
-        );
     }
 }
 

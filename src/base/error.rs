@@ -230,6 +230,7 @@ pub struct ForeignDeviceError<H> {
 }
 
 impl<H> ForeignDeviceError<H> {
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
     pub(crate) fn new(
         handle: H,
         list: crate::base::platform::DeviceId,

@@ -11,7 +11,7 @@
 
 use alloc::vec::Vec;
 
-use crate::sync::{Mutex, cpu_hint, lock};
+use crate::sync::{Mutex, SpinMutex, cpu_hint, lock, spin_lock};
 
 /// Page frame numbers per magazine (Linux: 127, so that a magazine and its
 /// count fill 1 KiB).
@@ -70,14 +70,14 @@ struct CpuMags {
 
 /// The cache of one size class.
 struct SizeCache {
-    cpus: [Mutex<CpuMags>; CPU_SLOTS],
+    cpus: [SpinMutex<CpuMags>; CPU_SLOTS],
     depot: Mutex<Vec<Magazine>>,
 }
 
 impl SizeCache {
     fn new() -> Self {
         Self {
-            cpus: core::array::from_fn(|_| Mutex::new(CpuMags::default())),
+            cpus: core::array::from_fn(|_| SpinMutex::new(CpuMags::default())),
             depot: Mutex::new(Vec::new()),
         }
     }
@@ -107,7 +107,7 @@ impl RCache {
     /// `limit`: loaded magazine, then previous, then the depot.
     pub(crate) fn get(&self, pages: u64, limit: u64) -> Option<u64> {
         let cache = &self.sizes[order_of(pages)];
-        let mut cpu = lock(&cache.cpus[cpu_hint() % CPU_SLOTS]);
+        let mut cpu = spin_lock(&cache.cpus[cpu_hint() % CPU_SLOTS]);
         if let Some(pfn) = cpu.loaded.pop_below(pages, limit) {
             return Some(pfn);
         }
@@ -137,7 +137,7 @@ impl RCache {
     /// the caller gives back to the tree.
     pub(crate) fn put(&self, pages: u64, pfn: u64) -> Option<Vec<u64>> {
         let cache = &self.sizes[order_of(pages)];
-        let mut cpu = lock(&cache.cpus[cpu_hint() % CPU_SLOTS]);
+        let mut cpu = spin_lock(&cache.cpus[cpu_hint() % CPU_SLOTS]);
         let cpu = &mut *cpu;
         let mut spill = None;
         if cpu.loaded.is_full() {
@@ -159,6 +159,24 @@ impl RCache {
         spill
     }
 
+    /// Pages held by every cache (free, not in the tree). Exact when no
+    /// allocation or free runs at the same time.
+    pub(crate) fn cached_pages(&self) -> u64 {
+        let mut n = 0;
+        for (order, cache) in self.sizes.iter().enumerate() {
+            let pages = 1u64 << order;
+            for slot in &cache.cpus {
+                let cpu = spin_lock(slot);
+                n += (cpu.loaded.pfns.len() + cpu.prev.pfns.len()) as u64 * pages;
+            }
+            n += lock(&cache.depot)
+                .iter()
+                .map(|m| m.pfns.len() as u64 * pages)
+                .sum::<u64>();
+        }
+        n
+    }
+
     /// Empties every cache, calling `each(pages, pfn)` for every range
     /// held. Used when the tree is out of space, as Linux does before it
     /// gives up.
@@ -166,7 +184,7 @@ impl RCache {
         for (order, cache) in self.sizes.iter().enumerate() {
             let pages = 1u64 << order;
             for slot in &cache.cpus {
-                let mut cpu = lock(slot);
+                let mut cpu = spin_lock(slot);
                 let (a, b) = (cpu.loaded.take(), cpu.prev.take());
                 drop(cpu);
                 a.into_iter().chain(b).for_each(|pfn| each(pages, pfn));
