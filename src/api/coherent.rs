@@ -65,7 +65,7 @@ use zerocopy::{FromBytes, FromZeros, IntoBytes};
 use crate::api::device::Device;
 use crate::backend::{Backend, MmioRequest};
 use crate::base::addr::DmaAddr;
-use crate::base::buffer::DmaTarget;
+use crate::base::buffer::{DmaPages, DmaTarget};
 use crate::base::direction::DmaDirection;
 use crate::base::error::AllocError;
 use crate::base::platform::{DmaAllocator, PhysLookup, Side};
@@ -131,6 +131,42 @@ impl<T: ?Sized + shared::Sealed> SharedContents for T {}
 mod shared {
     pub trait Sealed {}
     impl<T: ?Sized + zerocopy::FromBytes + zerocopy::IntoBytes> Sealed for T {}
+}
+
+/// Allocates `len` zeroed `T`s for `device` as a [`DmaPages`] buffer, in
+/// whole granules, with its last byte at or below `max_phys` (the device's
+/// reach when `None`).
+pub(crate) fn dma_pages<B: Backend, T: FromZeros>(
+    device: &Device<B>,
+    len: usize,
+    max_phys: Option<u64>,
+) -> Result<DmaPages<[T], B::Platform>, AllocError>
+where
+    B::Platform: DmaAllocator + Clone,
+{
+    let bytes = len
+        .checked_mul(size_of::<T>())
+        .ok_or(AllocError::TooLarge {
+            elems: len,
+            elem_size: size_of::<T>(),
+        })?;
+    if bytes == 0 {
+        return Err(AllocError::ZeroSize);
+    }
+    let (size, align) = dma_layout(device, bytes, align_of::<T>())?;
+    let max_phys = max_phys.unwrap_or_else(|| device.backend().phys_limit(device.config()));
+    let ptr = device
+        .platform()
+        .alloc_dma(size, align, max_phys, false)
+        .ok_or(AllocError::OutOfMemory {
+            size,
+            align,
+            max_phys,
+        })?;
+    let slice = NonNull::slice_from_raw_parts(ptr.cast::<T>(), len);
+    // SAFETY: `size` bytes aligned to `align` from one `alloc_dma` of this
+    // platform, owned here, zeroed: a valid `[T]` (`FromZeros`).
+    Ok(unsafe { DmaPages::from_alloc(slice, device.platform().clone(), size, align) })
 }
 
 /// A coherent allocation in its CPU-only phase: allocated and zeroed, not

@@ -10,7 +10,7 @@
 
 use zerocopy::FromZeros;
 
-use crate::api::coherent::{dma_alloc, dma_layout};
+use crate::api::coherent::dma_pages;
 use crate::api::device::Device;
 use crate::api::handle::Mapped;
 use crate::backend::Backend;
@@ -58,21 +58,8 @@ where
     where
         [T]: Transfer<D>,
     {
-        let bytes = len
-            .checked_mul(core::mem::size_of::<T>())
-            .ok_or(AllocError::TooLarge {
-                elems: len,
-                elem_size: core::mem::size_of::<T>(),
-            })?;
-        if bytes == 0 {
-            return Err(AllocError::ZeroSize);
-        }
-        let (size, align) = dma_layout(self, bytes, core::mem::align_of::<T>())?;
-        let ptr = dma_alloc(self, size, align, false)?;
-        let slice = core::ptr::NonNull::slice_from_raw_parts(ptr.cast::<T>(), len);
-        // SAFETY: `size` bytes aligned to `align` from one `alloc_dma` of
-        // this platform, owned here, zeroed: a valid `[T]` (`FromZeros`).
-        let pages = unsafe { DmaPages::from_alloc(slice, self.platform().clone(), size, align) };
+        let pages = dma_pages::<B, T>(self, len, None)?;
+        let size = pages.allocated_bytes();
         // Whole granules and pages, its own, by construction: no line check;
         // reachable where it lies: no bounce.
         let handle = Mapped::<D, DevOwned, _, B>::map_issue_with(self, pages, false, true, size)

@@ -34,7 +34,7 @@ use core::ptr::NonNull;
 use typenum::Unsigned;
 use zerocopy::FromZeros;
 
-use crate::api::coherent::dma_layout;
+use crate::api::coherent::dma_pages;
 use crate::api::device::Device;
 use crate::api::handle::Mapped;
 use crate::backend::Backend;
@@ -175,29 +175,7 @@ where
         &self,
         len: usize,
     ) -> Result<ZonedFor<B, Z, T>, AllocError> {
-        let bytes = len
-            .checked_mul(core::mem::size_of::<T>())
-            .ok_or(AllocError::TooLarge {
-                elems: len,
-                elem_size: core::mem::size_of::<T>(),
-            })?;
-        if bytes == 0 {
-            return Err(AllocError::ZeroSize);
-        }
-        let (size, align) = dma_layout(self, bytes, core::mem::align_of::<T>())?;
-        let max_phys = zone_last::<Z>();
-        let ptr = self
-            .platform()
-            .alloc_dma(size, align, max_phys, false)
-            .ok_or(AllocError::OutOfMemory {
-                size,
-                align,
-                max_phys,
-            })?;
-        let slice = NonNull::slice_from_raw_parts(ptr.cast::<T>(), len);
-        // SAFETY: `size` bytes aligned to `align` from one `alloc_dma` of
-        // this platform, owned here, zeroed: a valid `[T]`.
-        let pages = unsafe { DmaPages::from_alloc(slice, self.platform().clone(), size, align) };
+        let pages = dma_pages::<B, T>(self, len, Some(zone_last::<Z>()))?;
         Ok(Zoned {
             pages,
             _zone: PhantomData,
