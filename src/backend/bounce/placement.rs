@@ -36,6 +36,10 @@ pub(crate) struct Placement {
     match_bits: u64,
 }
 
+/// The low address bits a copy keeps from its original even without a
+/// `min_align_mask`: its offset in a 64-byte line.
+const COPY_ALIGN_MASK: u64 = 63;
+
 /// `x` rounded up to a multiple of `unit` (a power of two), if it fits.
 fn round_up(x: usize, unit: usize) -> Option<usize> {
     Some(x.checked_add(unit - 1)? & !(unit - 1))
@@ -74,8 +78,20 @@ impl Placement {
         let unit = pad_to.max(SLOT_SIZE);
         let align_mask = align as u64 - 1;
         // Bits below the alignment are kept by the offset into the region,
-        // bits above it by the choice of the region.
-        let offset = (orig.as_u64() & min_align_mask & align_mask) as usize;
+        // bits above it by the choice of the region. Beyond the device's
+        // `min_align_mask`, the copy also keeps the original's offset in its
+        // 64-byte line where that still fits: the copies in and out then
+        // run between equally aligned addresses (on Zen 3, glibc's `memcpy`
+        // is some 27 times slower when the destination sits 8 to 16 bytes
+        // past the source modulo 4096, as a 16-byte-aligned heap buffer and
+        // a slot-aligned copy do).
+        let with_line = (orig.as_u64() & (min_align_mask | COPY_ALIGN_MASK) & align_mask) as usize;
+        let fits = |offset: usize| offset + len <= MAX_MAPPING_SIZE / unit * unit;
+        let offset = if fits(with_line) {
+            with_line
+        } else {
+            (orig.as_u64() & min_align_mask & align_mask) as usize
+        };
         let match_mask = min_align_mask & !align_mask;
         // The largest copy that fits in 128 slots with this offset and unit.
         let max = (MAX_MAPPING_SIZE / unit * unit).saturating_sub(offset);
@@ -115,9 +131,15 @@ mod tests {
     }
 
     #[test]
-    fn whole_slots_and_no_offset_by_default() {
+    fn whole_slots_and_the_line_offset_by_default() {
+        // Without a `min_align_mask` the copy keeps only the original's
+        // offset in its 64-byte line (0x123 & 63 = 0x23).
         let a = p(0x1_0000_0123, 100, 64, 64, 0);
-        assert_eq!((a.offset, a.region_len, a.slots), (0, SLOT_SIZE, 1));
+        assert_eq!((a.offset, a.region_len, a.slots), (0x23, SLOT_SIZE, 1));
+        // A copy that would no longer fit in 128 slots with it starts at
+        // the region's start.
+        let full = p(0x1_0000_0123, MAX_MAPPING_SIZE, 64, 64, 0);
+        assert_eq!((full.offset, full.slots), (0, MAX_SLOTS_PER_MAPPING));
         assert!(a.fits(0x8000_0800));
         assert!(!a.fits(0x8000_0400));
         let b = p(0x1000, 2 * SLOT_SIZE + 1, 1, 1, 0);
