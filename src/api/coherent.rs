@@ -100,7 +100,26 @@ pub(crate) fn dma_alloc<B: Backend>(
 where
     B::Platform: DmaAllocator,
 {
-    let max_phys = device.backend().phys_limit(device.config());
+    dma_alloc_below(
+        device,
+        size,
+        align,
+        uncached,
+        device.backend().phys_limit(device.config()),
+    )
+}
+
+/// As [`dma_alloc`], with the last byte at or below `max_phys`.
+pub(crate) fn dma_alloc_below<B: Backend>(
+    device: &Device<B>,
+    size: usize,
+    align: usize,
+    uncached: bool,
+    max_phys: u64,
+) -> Result<NonNull<u8>, AllocError>
+where
+    B::Platform: DmaAllocator,
+{
     device
         .platform()
         .alloc_dma(size, align, max_phys, uncached)
@@ -154,15 +173,10 @@ where
         return Err(AllocError::ZeroSize);
     }
     let (size, align) = dma_layout(device, bytes, align_of::<T>())?;
-    let max_phys = max_phys.unwrap_or_else(|| device.backend().phys_limit(device.config()));
-    let ptr = device
-        .platform()
-        .alloc_dma(size, align, max_phys, false)
-        .ok_or(AllocError::OutOfMemory {
-            size,
-            align,
-            max_phys,
-        })?;
+    let ptr = match max_phys {
+        Some(max_phys) => dma_alloc_below(device, size, align, false, max_phys)?,
+        None => dma_alloc(device, size, align, false)?,
+    };
     let slice = NonNull::slice_from_raw_parts(ptr.cast::<T>(), len);
     // SAFETY: `size` bytes aligned to `align` from one `alloc_dma` of this
     // platform, owned here, zeroed: a valid `[T]` (`FromZeros`).

@@ -12,6 +12,7 @@ use core::marker::PhantomData;
 use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
 
+use crate::api::coherent::dma_alloc;
 use crate::api::device::Device;
 use crate::arch::CacheRange;
 use crate::backend::Backend;
@@ -80,12 +81,6 @@ where
         }
         let n = len.div_ceil(PAGE);
         let platform = self.platform();
-        let max_phys = self.backend().phys_limit(self.config());
-        let out_of_memory = AllocError::OutOfMemory {
-            size: PAGE,
-            align: PAGE,
-            max_phys,
-        };
         // Holds the pages until they are linked, and frees them on every
         // early return and on an unwinding hook; once linking starts, an
         // unwind leaks them instead (quarantined, counted): the page table
@@ -96,13 +91,11 @@ where
             linked: false,
         };
         for _ in 0..n {
-            let page = platform
-                .alloc_dma(PAGE, PAGE, max_phys, !K::COHERENT)
-                .ok_or(out_of_memory)?;
+            let page = dma_alloc(self, PAGE, PAGE, !K::COHERENT)?;
             let Some(phys) = platform.phys_of(page, PAGE) else {
                 // SAFETY: just allocated, never linked, no reference to it.
                 unsafe { platform.free_dma(page, PAGE, PAGE) };
-                return Err(out_of_memory);
+                return Err(AllocError::NoPhysAddr);
             };
             held.pages.push((page, phys));
         }
@@ -388,7 +381,7 @@ where
 {
     fn drop(&mut self) {
         if self.pages.is_empty() {
-            return; // moved into another state
+            return; // already released
         }
         if S::DEVICE_OWNED {
             // The device may still use it: quarantined, never freed.

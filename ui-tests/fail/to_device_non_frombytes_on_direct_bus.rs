@@ -4,10 +4,9 @@
 //! A bus with no IOMMU enforces no direction: the device can write a buffer
 //! it was given to read, and the buffer comes back from unmap holding
 //! whatever it wrote. Before the fix a `Box<bool>` mapped this way came
-//! back holding `0x02`. On an unenforced backend `ToDevice` contents must be
-//! `IntoBytes + FromBytes`; `bool` is not `FromBytes`. (Behind an IOMMU the
-//! mapping is read-only and the same program compiles: see
-//! `pass/to_device_bool_behind_iommu.rs`.)
+//! back holding `0x02`. `ToDevice` contents must be `IntoBytes + FromBytes`;
+//! `bool` is not `FromBytes`. (Behind an IOMMU too: an IOMMU grants whole
+//! pages, see `fail/to_device_non_frombytes_behind_iommu.rs`.)
 
 use dmacap::sim::SimPlatform;
 

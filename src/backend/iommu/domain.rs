@@ -15,7 +15,7 @@ use crate::base::addr::{DmaAddr, PhysAddr};
 use crate::base::context::{DeviceConfig, DeviceContext};
 use crate::base::direction::DmaDirection;
 use crate::base::error::MapErrorKind;
-use crate::sync::{AtomicUsize, Mutex, Ordering, lock};
+use crate::sync::{AtomicUsize, Mutex, Ordering, bump, lock};
 
 /// One device's IOMMU domain: an IOVA allocator, an I/O page table, and
 /// the hardware `H` whose IOTLB caches it.
@@ -154,7 +154,7 @@ impl<H: IommuHardware> IommuDomain<H> {
     /// The hardware's page walk: the leaf entry translating `iova`. For
     /// hardware models only; see [`PageTable::walk`].
     pub fn walk(&self, iova: DmaAddr) -> Option<Pte> {
-        self.walks.fetch_add(1, Ordering::Relaxed);
+        bump(&self.walks, 1);
         lock(&self.table).walk(iova)
     }
 
