@@ -31,8 +31,8 @@ use dmacap::erased::AnyMapped;
 use dmacap::sg::SgMapped;
 use dmacap::sim::{BusTranslate, SimBuffer, SimCache, SimDevice, SimFault, SimIommu, SimMemory};
 use dmacap::{
-    AllocError, Bidirectional, CpuOwned, CpuOwnedPrefix, DevOwned, Device, DeviceConfig, DmaAddr, DmaMask,
-    FromDevice, MapErrorKind, Mapped, PhysAddr, ToDevice,
+    AllocError, Bidirectional, CpuOwned, CpuOwnedPrefix, DevOwned, Device, DeviceConfig, DmaAddr,
+    DmaMask, FromDevice, MapErrorKind, Mapped, PhysAddr, ToDevice,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -64,23 +64,76 @@ enum Dir {
 /// (modulo their number); `at` and `len` are reduced into the buffer.
 #[derive(Clone, Debug)]
 enum Op {
-    Map { dir: Dir, len: usize, fill: u8 },
-    BatchMap { dir: Dir, lens: Vec<usize>, fill: u8 },
-    FixedMap { tx: usize, rx: usize, fill: u8 },
-    MapSg { lens: Vec<usize>, fill: u8 },
-    DevWrite { slot: usize, at: usize, len: usize, byte: u8 },
-    DevRead { slot: usize, at: usize, len: usize },
-    StaleWrite { slot: usize, byte: u8 },
-    SyncForCpu { slot: usize },
-    SyncPrefixForCpu { slot: usize, len: usize },
-    BatchSyncForCpu { dir: Dir },
-    SyncForDevice { slot: usize },
-    CpuWrite { slot: usize, at: usize, len: usize, byte: u8 },
-    CpuRead { slot: usize },
-    Unmap { slot: usize },
-    BatchUnmap { count: usize },
-    AllocPages { len: usize, byte: u8 },
-    AllocCoherent { len: usize, byte: u8 },
+    Map {
+        dir: Dir,
+        len: usize,
+        fill: u8,
+    },
+    BatchMap {
+        dir: Dir,
+        lens: Vec<usize>,
+        fill: u8,
+    },
+    FixedMap {
+        tx: usize,
+        rx: usize,
+        fill: u8,
+    },
+    MapSg {
+        lens: Vec<usize>,
+        fill: u8,
+    },
+    DevWrite {
+        slot: usize,
+        at: usize,
+        len: usize,
+        byte: u8,
+    },
+    DevRead {
+        slot: usize,
+        at: usize,
+        len: usize,
+    },
+    StaleWrite {
+        slot: usize,
+        byte: u8,
+    },
+    SyncForCpu {
+        slot: usize,
+    },
+    SyncPrefixForCpu {
+        slot: usize,
+        len: usize,
+    },
+    BatchSyncForCpu {
+        dir: Dir,
+    },
+    SyncForDevice {
+        slot: usize,
+    },
+    CpuWrite {
+        slot: usize,
+        at: usize,
+        len: usize,
+        byte: u8,
+    },
+    CpuRead {
+        slot: usize,
+    },
+    Unmap {
+        slot: usize,
+    },
+    BatchUnmap {
+        count: usize,
+    },
+    AllocPages {
+        len: usize,
+        byte: u8,
+    },
+    AllocCoherent {
+        len: usize,
+        byte: u8,
+    },
 }
 
 fn dir() -> impl Strategy<Value = Dir> {
@@ -102,16 +155,16 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (len(), len(), any::<u8>()).prop_map(|(tx, rx, fill)| Op::FixedMap { tx, rx, fill }),
         1 => (prop::collection::vec(len(), 1..4), any::<u8>())
             .prop_map(|(lens, fill)| Op::MapSg { lens, fill }),
-        5 => (slot.clone(), any::<usize>(), any::<usize>(), any::<u8>())
+        5 => (slot.clone(), 0usize..512, 0usize..512, any::<u8>())
             .prop_map(|(slot, at, len, byte)| Op::DevWrite { slot, at, len, byte }),
-        3 => (slot.clone(), any::<usize>(), any::<usize>())
+        3 => (slot.clone(), 0usize..512, 0usize..512)
             .prop_map(|(slot, at, len)| Op::DevRead { slot, at, len }),
         1 => (slot.clone(), any::<u8>()).prop_map(|(slot, byte)| Op::StaleWrite { slot, byte }),
         3 => slot.clone().prop_map(|slot| Op::SyncForCpu { slot }),
         2 => (slot.clone(), 0usize..300).prop_map(|(slot, len)| Op::SyncPrefixForCpu { slot, len }),
         1 => dir().prop_map(|dir| Op::BatchSyncForCpu { dir }),
         3 => slot.clone().prop_map(|slot| Op::SyncForDevice { slot }),
-        3 => (slot.clone(), any::<usize>(), any::<usize>(), any::<u8>())
+        3 => (slot.clone(), 0usize..512, 0usize..512, any::<u8>())
             .prop_map(|(slot, at, len, byte)| Op::CpuWrite { slot, at, len, byte }),
         2 => slot.clone().prop_map(|slot| Op::CpuRead { slot }),
         2 => slot.clone().prop_map(|slot| Op::Unmap { slot }),
@@ -251,7 +304,14 @@ impl Model {
 fn check_bytes(what: &str, got: &[u8], want: &[Set]) -> Result<(), TestCaseError> {
     prop_assert_eq!(got.len(), want.len(), "{}: length", what);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        prop_assert!(w.has(g), "{}: byte {} is {:#04x}, model allows {:?}", what, i, g, w);
+        prop_assert!(
+            w.has(g),
+            "{}: byte {} is {:#04x}, model allows {:?}",
+            what,
+            i,
+            g,
+            w
+        );
     }
     Ok(())
 }
@@ -399,10 +459,7 @@ fn range(blen: usize, at: usize, len: usize) -> (usize, usize) {
 
 /// Runs `ops` on a fresh rig made by `make`, checking every step and the
 /// final counts.
-fn execute<T, K, Bo>(
-    make: &dyn Fn() -> Rig<T, K, Bo>,
-    ops: &[Op],
-) -> Result<(), TestCaseError>
+fn execute<T, K, Bo>(make: &dyn Fn() -> Rig<T, K, Bo>, ops: &[Op]) -> Result<(), TestCaseError>
 where
     T: Translation + Parts,
     K: Coherency,
@@ -437,7 +494,11 @@ where
                 };
                 map_result(&mut slots, r, dir, &orig, Rig::<T, K, Bo>::refuses_len(len))?;
             }
-            Op::BatchMap { dir, ref lens, fill } if room => {
+            Op::BatchMap {
+                dir,
+                ref lens,
+                fill,
+            } if room => {
                 macro_rules! batch_map {
                     ($d:ty) => {{
                         let mut b = dev.batch::<Mapped<'_, $d, DevOwned, Buf, _>>();
@@ -480,8 +541,7 @@ where
             Op::FixedMap { tx, rx, fill } if room => {
                 let (a, b) = (rig.alloc(tx, fill), rig.alloc(rx, !fill));
                 let (oa, ob) = (a.to_vec(), b.to_vec());
-                let refused =
-                    Rig::<T, K, Bo>::refuses_len(tx) || Rig::<T, K, Bo>::refuses_len(rx);
+                let refused = Rig::<T, K, Bo>::refuses_len(tx) || Rig::<T, K, Bo>::refuses_len(rx);
                 match dev.fixed_batch().map_to_device(a) {
                     Err(e) => {
                         prop_assert!(Rig::<T, K, Bo>::refuses_len(tx));
@@ -533,12 +593,18 @@ where
                     }
                     Err(e) => {
                         prop_assert!(refused, "sg map refused: {:?}", e);
-                        let back: Vec<u8> = e.into_buffers().iter().flat_map(|b| b.to_vec()).collect();
+                        let back: Vec<u8> =
+                            e.into_buffers().iter().flat_map(|b| b.to_vec()).collect();
                         prop_assert_eq!(back, orig);
                     }
                 }
             }
-            Op::DevWrite { slot, at, len, byte } => {
+            Op::DevWrite {
+                slot,
+                at,
+                len,
+                byte,
+            } => {
                 let Some(k) = pick(&slots, slot, &|s| s.model.owner == Owner::Dev) else {
                     continue;
                 };
@@ -687,7 +753,12 @@ where
                 s.live = Some(live);
                 s.model.sync_for_device();
             }
-            Op::CpuWrite { slot, at, len, byte } => {
+            Op::CpuWrite {
+                slot,
+                at,
+                len,
+                byte,
+            } => {
                 // `FromDevice` is not CPU-writable; a prefix only where
                 // it is visible.
                 let Some(k) = pick(&slots, slot, &|s| match s.model.owner {
@@ -831,7 +902,11 @@ fn map_result<'d, B: Backend>(
                 "map refused: {}",
                 e
             );
-            prop_assert_eq!(&e.into_buffer()[..], orig, "the refused buffer came back changed");
+            prop_assert_eq!(
+                &e.into_buffer()[..],
+                orig,
+                "the refused buffer came back changed"
+            );
         }
     }
     Ok(())
@@ -846,7 +921,10 @@ fn unmap_one<B: Backend>(live: Live<'_, B>) -> Vec<u8> {
         Live::FromPrefix(h) => h.unmap().to_vec(),
         Live::BiPrefix(h) => h.unmap().to_vec(),
         // SAFETY: as above.
-        Live::SgDev(l) => unsafe { l.unmap() }.iter().flat_map(|b| b.to_vec()).collect(),
+        Live::SgDev(l) => unsafe { l.unmap() }
+            .iter()
+            .flat_map(|b| b.to_vec())
+            .collect(),
         Live::SgCpu(l) => l.unmap().iter().flat_map(|b| b.to_vec()).collect(),
     }
 }
@@ -876,7 +954,10 @@ where
     prop_assert!(engine.fill(h.dma_addr(), !byte, len).is_ok());
     // SAFETY: the accesses returned.
     let h = unsafe { h.sync_for_cpu() };
-    prop_assert!(h.contents().iter().all(|&b| b == !byte), "CPU read of pages");
+    prop_assert!(
+        h.contents().iter().all(|&b| b == !byte),
+        "CPU read of pages"
+    );
     drop(h);
     Ok(())
 }
@@ -904,7 +985,10 @@ where
         .map_err(|e| TestCaseError::fail(format!("share: {e}")))?;
     let mut seen = vec![0u8; len];
     prop_assert!(engine.read(c.dma_addr(), &mut seen).is_ok());
-    prop_assert!(seen.iter().all(|&b| b == byte), "device read of coherent memory");
+    prop_assert!(
+        seen.iter().all(|&b| b == byte),
+        "device read of coherent memory"
+    );
     prop_assert!(engine.write(c.dma_addr(), &[!byte]).is_ok());
     prop_assert_eq!(c.read_elem(0), !byte);
     c.write_elem(len - 1, byte ^ 0x5a);
@@ -993,7 +1077,9 @@ where
     };
     let mut runner = TestRunner::new_with_rng(
         config,
-        proptest::test_runner::TestRng::deterministic_rng(proptest::test_runner::RngAlgorithm::ChaCha),
+        proptest::test_runner::TestRng::deterministic_rng(
+            proptest::test_runner::RngAlgorithm::ChaCha,
+        ),
     );
     let start = std::time::Instant::now();
     if let Err(e) = runner.run(&sequences(), |ops| execute(&make, &ops)) {
@@ -1058,7 +1144,13 @@ fn direct_noncoherent_bounce_shared_lines() {
 #[test]
 fn iommu_strict_coherent() {
     check("iommu strict/coherent", || {
-        rig(ram(false), strict(), Coherent, NoBounce, DeviceConfig::new())
+        rig(
+            ram(false),
+            strict(),
+            Coherent,
+            NoBounce,
+            DeviceConfig::new(),
+        )
     });
 }
 
@@ -1092,7 +1184,13 @@ fn iommu_coherent_bounce_untrusted() {
     check("iommu strict/coherent/swiotlb untrusted", || {
         let mem = ram(false);
         let p = pool(&mem);
-        rig(mem, strict(), Coherent, p, DeviceConfig::new().trusted(false))
+        rig(
+            mem,
+            strict(),
+            Coherent,
+            p,
+            DeviceConfig::new().trusted(false),
+        )
     });
 }
 

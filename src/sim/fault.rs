@@ -47,7 +47,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::backend::compose::{BounceReason, BouncePolicy, BounceSlot, MapAttrs, Translation};
+use crate::backend::compose::{BouncePolicy, BounceReason, BounceSlot, MapAttrs, Translation};
 use crate::base::addr::{DmaAddr, PhysAddr};
 use crate::base::context::{DeviceConfig, DeviceContext};
 use crate::base::direction::DmaDirection;
