@@ -348,7 +348,8 @@ fn main() {
     print("direct + non-coherent", &r);
     println!(
         "{:.1} barriers per command directly mapped: the data list is mapped with one, \
-         command and completion with one fixed batch, and taken back with one",
+         command and completion with one fixed batch and taken back with one, and a read's \
+         data list with one more",
         r.barriers as f64 / (2 * COMMANDS) as f64
     );
 }
