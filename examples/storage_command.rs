@@ -333,7 +333,7 @@ fn main() {
             NonCoherent(mem.cache().unwrap()),
             NoBounce,
         ),
-        config.clone(),
+        config,
     );
     let free = dev.backend().translation().free_pages();
     let r = run("IOMMU + non-coherent", mem, &dev);

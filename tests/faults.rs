@@ -478,10 +478,7 @@ fn direct_bounce_all() {
                 let pool = pool(&mem);
                 fill_low(&mem);
                 let k = nc(&mem);
-                (
-                    Rig::new(mem, Direct::identity(), k, pool, cfg.clone(), p),
-                    true,
-                )
+                (Rig::new(mem, Direct::identity(), k, pool, cfg, p), true)
             });
         } else {
             exhaust(&name, |p| {
@@ -489,7 +486,7 @@ fn direct_bounce_all() {
                 let pool = pool(&mem);
                 fill_low(&mem);
                 (
-                    Rig::new(mem, Direct::identity(), Coherent, pool, cfg.clone(), p),
+                    Rig::new(mem, Direct::identity(), Coherent, pool, cfg, p),
                     true,
                 )
             });
