@@ -120,6 +120,17 @@ enum Op {
     CpuRead {
         slot: usize,
     },
+    ReadRange {
+        slot: usize,
+        at: usize,
+        len: usize,
+    },
+    WriteRange {
+        slot: usize,
+        at: usize,
+        len: usize,
+        byte: u8,
+    },
     Unmap {
         slot: usize,
     },
@@ -167,6 +178,10 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (slot.clone(), 0usize..512, 0usize..512, any::<u8>())
             .prop_map(|(slot, at, len, byte)| Op::CpuWrite { slot, at, len, byte }),
         2 => slot.clone().prop_map(|slot| Op::CpuRead { slot }),
+        1 => (slot.clone(), 0usize..512, 0usize..512)
+            .prop_map(|(slot, at, len)| Op::ReadRange { slot, at, len }),
+        1 => (slot.clone(), 0usize..8, 0usize..8, any::<u8>())
+            .prop_map(|(slot, at, len, byte)| Op::WriteRange { slot, at: at * 64, len: len * 64, byte }),
         2 => slot.clone().prop_map(|slot| Op::Unmap { slot }),
         1 => (1usize..4).prop_map(|count| Op::BatchUnmap { count }),
         1 => (1usize..300, any::<u8>()).prop_map(|(len, byte)| Op::AllocPages { len, byte }),
@@ -806,6 +821,94 @@ where
                     _ => unreachable!(),
                 };
                 check_bytes("CPU read", &got, &s.model.cpu[..got.len()])?;
+            }
+            Op::ReadRange { slot, at, len } => {
+                // A ranged sync for the CPU and a copy, the device keeping
+                // the buffer.
+                let Some(k) = pick(&slots, slot, &|s| s.model.owner == Owner::Dev && !s.is_sg())
+                else {
+                    continue;
+                };
+                let s = &mut slots[k];
+                let (at, len) = range(s.model.len(), at, len);
+                let mut out = vec![0u8; len];
+                let Some(Live::Dev(h)) = s.live.take() else {
+                    unreachable!()
+                };
+                macro_rules! read_range {
+                    ($h:expr) => {
+                        // SAFETY: every simulated access has returned.
+                        AnyMapped::from(
+                            unsafe { $h.read_range(at, &mut out) }
+                                .map_err(|e| TestCaseError::fail(format!("read_range: {e}")))?,
+                        )
+                    };
+                }
+                s.live = Some(Live::Dev(match h {
+                    AnyMapped::ToDevice(h) => read_range!(h),
+                    AnyMapped::FromDevice(h) => read_range!(h),
+                    AnyMapped::Bidirectional(h) => read_range!(h),
+                }));
+                for i in at..at + len {
+                    if s.model.dir != Dir::To {
+                        s.model.cpu[i] = s.model.dev[i];
+                    } else {
+                        s.model.cpu[i] = s.model.cpu[i].union(s.model.dev[i]);
+                    }
+                }
+                check_bytes("read_range", &out, &s.model.cpu[at..at + len])?;
+            }
+            Op::WriteRange {
+                slot,
+                at,
+                len,
+                byte,
+            } => {
+                // A copy and a ranged sync for the device, which keeps the
+                // buffer; refused unless it covers whole cache lines.
+                let Some(k) = pick(&slots, slot, &|s| {
+                    s.model.owner == Owner::Dev && !s.is_sg() && s.model.dir != Dir::From
+                }) else {
+                    continue;
+                };
+                let s = &mut slots[k];
+                let blen = s.model.len();
+                let granule = if K::COHERENT { 1 } else { LINE };
+                let fits = len > 0 && at + len <= blen;
+                let whole = at % granule == 0 && ((at + len) % granule == 0 || at + len == blen);
+                let data = vec![byte; len];
+                let Some(Live::Dev(h)) = s.live.take() else {
+                    unreachable!()
+                };
+                macro_rules! write_range {
+                    ($h:expr) => {
+                        // SAFETY: the device is not accessing the buffer.
+                        match unsafe { $h.write_range(at, &data) } {
+                            Ok(h) => {
+                                prop_assert!(
+                                    fits && whole,
+                                    "write_range at {} len {} taken",
+                                    at,
+                                    len
+                                );
+                                for i in at..at + len {
+                                    s.model.cpu[i] = Set::one(byte);
+                                    s.model.dev[i] = Set::one(byte);
+                                }
+                                AnyMapped::from(h)
+                            }
+                            Err(e) => {
+                                prop_assert!(!(fits && whole), "write_range refused: {}", e);
+                                AnyMapped::from(e.into_handle())
+                            }
+                        }
+                    };
+                }
+                s.live = Some(Live::Dev(match h {
+                    AnyMapped::ToDevice(h) => write_range!(h),
+                    AnyMapped::Bidirectional(h) => write_range!(h),
+                    AnyMapped::FromDevice(_) => unreachable!(),
+                }));
             }
             Op::Unmap { slot } => {
                 let Some(k) = pick(&slots, slot, &|_| true) else {
