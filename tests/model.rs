@@ -1108,7 +1108,7 @@ where
 /// above when `high` (so a 32-bit device must bounce them).
 fn ram(noncoherent: bool) -> SimMemory {
     let base = PhysAddr::new(LOW_BASE);
-    let size = 512 << 10;
+    let size = if cfg!(miri) { 384 << 10 } else { 512 << 10 };
     if noncoherent {
         SimMemory::noncoherent(base, size)
     } else {
