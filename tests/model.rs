@@ -46,7 +46,7 @@ const MAX_OPS: usize = if cfg!(miri) { 12 } else { 24 };
 /// Buffers mapped at once at most (maps beyond it are skipped): keeps every
 /// pool far from exhaustion, so a map fails only for the reasons the model
 /// predicts. Exhaustion is `tests/faults.rs`'s subject.
-const MAX_LIVE: usize = 16;
+const MAX_LIVE: usize = if cfg!(miri) { 8 } else { 16 };
 /// The cache-line granule of the simulated non-coherent RAM.
 const LINE: usize = 64;
 
@@ -1108,7 +1108,7 @@ where
 /// above when `high` (so a 32-bit device must bounce them).
 fn ram(noncoherent: bool) -> SimMemory {
     let base = PhysAddr::new(LOW_BASE);
-    let size = if cfg!(miri) { 384 << 10 } else { 512 << 10 };
+    let size = if cfg!(miri) { 192 << 10 } else { 512 << 10 };
     if noncoherent {
         SimMemory::noncoherent(base, size)
     } else {
@@ -1116,11 +1116,15 @@ fn ram(noncoherent: bool) -> SimMemory {
     }
 }
 
-/// Where RAM starts: 256 KiB below 4 GiB.
-const LOW_BASE: u64 = 0xfffc_0000;
+/// RAM below 4 GiB: the bounce pool and a filler (less under Miri).
+const LOW: u64 = if cfg!(miri) { 96 << 10 } else { 256 << 10 };
+/// Where RAM starts: `LOW` below 4 GiB.
+const LOW_BASE: u64 = 0x1_0000_0000 - LOW;
+/// Bounce pool bytes.
+const POOL: usize = if cfg!(miri) { 64 << 10 } else { 128 << 10 };
 
 fn pool(mem: &SimMemory) -> Arc<Swiotlb> {
-    Arc::new(mem.swiotlb(128 * 1024, 2).unwrap())
+    Arc::new(mem.swiotlb(POOL, 2).unwrap())
 }
 
 /// Fills what is left below 4 GiB, so later buffers land above it.
