@@ -836,13 +836,13 @@ where
                     unreachable!()
                 };
                 macro_rules! read_range {
-                    ($h:expr) => {
+                    ($h:expr) => {{
                         // SAFETY: every simulated access has returned.
+                        let r = unsafe { $h.read_range(at, &mut out) };
                         AnyMapped::from(
-                            unsafe { $h.read_range(at, &mut out) }
-                                .map_err(|e| TestCaseError::fail(format!("read_range: {e}")))?,
+                            r.map_err(|e| TestCaseError::fail(format!("read_range: {e}")))?,
                         )
-                    };
+                    }};
                 }
                 s.live = Some(Live::Dev(match h {
                     AnyMapped::ToDevice(h) => read_range!(h),
