@@ -74,6 +74,12 @@ enum Op {
         lens: Vec<usize>,
         fill: u8,
     },
+    /// Maps into a batch that is dropped unflushed: everything in it is
+    /// unmapped and freed.
+    BatchMapDropped {
+        dir: Dir,
+        lens: Vec<usize>,
+    },
     FixedMap {
         tx: usize,
         rx: usize,
@@ -164,6 +170,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (dir(), prop::collection::vec(len(), 1..4), any::<u8>())
             .prop_map(|(dir, lens, fill)| Op::BatchMap { dir, lens, fill }),
         1 => (len(), len(), any::<u8>()).prop_map(|(tx, rx, fill)| Op::FixedMap { tx, rx, fill }),
+        1 => (dir(), prop::collection::vec(len(), 1..4))
+            .prop_map(|(dir, lens)| Op::BatchMapDropped { dir, lens }),
         1 => (prop::collection::vec(len(), 1..4), any::<u8>())
             .prop_map(|(lens, fill)| Op::MapSg { lens, fill }),
         5 => (slot.clone(), 0usize..512, 0usize..512, any::<u8>())
@@ -551,6 +559,23 @@ where
                     Dir::To => batch_map!(ToDevice),
                     Dir::From => batch_map!(FromDevice),
                     Dir::Bi => batch_map!(Bidirectional),
+                }
+            }
+            Op::BatchMapDropped { dir, ref lens } if room => {
+                macro_rules! dropped {
+                    ($d:ty) => {{
+                        let mut b = dev.batch::<Mapped<'_, $d, DevOwned, Buf, _>>();
+                        for &len in lens {
+                            let r = b.map(rig.alloc(len, 0));
+                            prop_assert_eq!(r.is_err(), Rig::<T, K, Bo>::refuses_len(len));
+                        }
+                        drop(b);
+                    }};
+                }
+                match dir {
+                    Dir::To => dropped!(ToDevice),
+                    Dir::From => dropped!(FromDevice),
+                    Dir::Bi => dropped!(Bidirectional),
                 }
             }
             Op::FixedMap { tx, rx, fill } if room => {
