@@ -145,6 +145,10 @@ enum Op {
         len: usize,
         byte: u8,
     },
+    /// Drops a CPU-owned mapping: unmapped and freed unseen.
+    Drop {
+        slot: usize,
+    },
     Unmap {
         slot: usize,
     },
@@ -200,6 +204,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(slot, at, len, byte)| Op::WriteRange { slot, at: at * 64, len: len * 64, byte }),
         2 => slot.clone().prop_map(|slot| Op::Unmap { slot }),
         1 => (1usize..4).prop_map(|count| Op::BatchUnmap { count }),
+        1 => slot.clone().prop_map(|slot| Op::Drop { slot }),
         1 => (1usize..300, any::<u8>()).prop_map(|(len, byte)| Op::AllocPages { len, byte }),
         1 => (1usize..300, any::<u8>()).prop_map(|(len, byte)| Op::AllocCoherent { len, byte }),
     ]
@@ -239,6 +244,20 @@ impl std::fmt::Debug for Set {
     }
 }
 
+/// What the CPU sees of a device's write into a `ToDevice` buffer, which
+/// is never synced for the CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Show {
+    /// CPU and device share the memory (coherent, never bounced): the
+    /// device's bytes.
+    Shared,
+    /// Every mapping is bounced: the slot is never copied back, so the
+    /// CPU's own bytes.
+    Copied,
+    /// Either, byte by byte (stale cache lines; bounced or not by size).
+    Either,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Owner {
     Dev,
@@ -251,6 +270,7 @@ enum Owner {
 #[derive(Debug)]
 struct Model {
     dir: Dir,
+    show: Show,
     owner: Owner,
     /// What the CPU sees of each byte once it owns it.
     cpu: Vec<Set>,
@@ -259,10 +279,11 @@ struct Model {
 }
 
 impl Model {
-    fn new(dir: Dir, bytes: &[u8]) -> Self {
+    fn new(dir: Dir, bytes: &[u8], show: Show) -> Self {
         let v: Vec<Set> = bytes.iter().map(|&b| Set::one(b)).collect();
         Self {
             dir,
+            show,
             owner: Owner::Dev,
             cpu: v.clone(),
             dev: v,
@@ -276,14 +297,20 @@ impl Model {
     /// The device is finished; the CPU takes `[0, n)` back.
     fn sync_for_cpu_range(&mut self, n: usize) {
         for i in 0..n {
-            self.cpu[i] = if self.dir == Dir::To {
-                // No maintenance for a buffer the device only reads: a
-                // hostile write may or may not show.
-                self.cpu[i].union(self.dev[i])
-            } else {
-                self.dev[i]
-            };
+            self.sync_byte_for_cpu(i);
         }
+    }
+
+    /// The device is finished with byte `i`; the CPU takes it back.
+    fn sync_byte_for_cpu(&mut self, i: usize) {
+        self.cpu[i] = match (self.dir, self.show) {
+            // No maintenance for a buffer the device only reads: a
+            // hostile write shows where the memory is shared, never
+            // from a bounce slot, and otherwise maybe.
+            (Dir::To, Show::Copied) => self.cpu[i],
+            (Dir::To, Show::Either) => self.cpu[i].union(self.dev[i]),
+            _ => self.dev[i],
+        };
     }
 
     fn sync_for_cpu(&mut self) {
@@ -504,6 +531,13 @@ where
     let dev = &rig.dev;
     let engine = SimDevice::new(dev, rig.mem.clone());
     let mut slots: Vec<Slot<'_, Composed<SimMemory, T, K, Bo>>> = Vec::new();
+    let show = if K::COHERENT && Bo::NEVER {
+        Show::Shared
+    } else if rig.low_full {
+        Show::Copied
+    } else {
+        Show::Either
+    };
 
     for op in ops {
         slots.retain(|s| s.live.is_some());
@@ -523,7 +557,14 @@ where
                     Dir::From => dev.map::<FromDevice, _>(buf).map(AnyMapped::from),
                     Dir::Bi => dev.map::<Bidirectional, _>(buf).map(AnyMapped::from),
                 };
-                map_result(&mut slots, r, dir, &orig, Rig::<T, K, Bo>::refuses_len(len))?;
+                map_result(
+                    &mut slots,
+                    r,
+                    dir,
+                    &orig,
+                    Rig::<T, K, Bo>::refuses_len(len),
+                    show,
+                )?;
             }
             Op::BatchMap {
                 dir,
@@ -557,7 +598,7 @@ where
                             slots.push(Slot {
                                 segs: segs_of(&live),
                                 live: Some(live),
-                                model: Model::new(dir, &orig),
+                                model: Model::new(dir, &orig, show),
                                 bufs: 1,
                             });
                         }
@@ -612,7 +653,7 @@ where
                                 slots.push(Slot {
                                     segs: segs_of(&live),
                                     live: Some(live),
-                                    model: Model::new(dir, &orig),
+                                    model: Model::new(dir, &orig, show),
                                     bufs: 1,
                                 });
                             }
@@ -635,7 +676,7 @@ where
                         slots.push(Slot {
                             segs: segs_of(&live),
                             live: Some(live),
-                            model: Model::new(Dir::Bi, &orig),
+                            model: Model::new(Dir::Bi, &orig, show),
                             bufs: lens.len(),
                         });
                     }
@@ -882,12 +923,9 @@ where
                     AnyMapped::FromDevice(h) => read_range!(h),
                     AnyMapped::Bidirectional(h) => read_range!(h),
                 }));
+                // As a sync for the CPU of the range.
                 for i in at..at + len {
-                    if s.model.dir != Dir::To {
-                        s.model.cpu[i] = s.model.dev[i];
-                    } else {
-                        s.model.cpu[i] = s.model.cpu[i].union(s.model.dev[i]);
-                    }
+                    s.model.sync_byte_for_cpu(i);
                 }
                 check_bytes("read_range", &out, &s.model.cpu[at..at + len])?;
             }
@@ -942,6 +980,12 @@ where
                     AnyMapped::Bidirectional(h) => write_range!(h),
                     AnyMapped::FromDevice(_) => unreachable!(),
                 }));
+            }
+            Op::Drop { slot } => {
+                let Some(k) = pick(&slots, slot, &|s| s.model.owner != Owner::Dev) else {
+                    continue;
+                };
+                drop(slots[k].live.take());
             }
             Op::Unmap { slot } => {
                 let Some(k) = pick(&slots, slot, &|_| true) else {
@@ -1020,6 +1064,7 @@ fn map_result<'d, B: Backend>(
     dir: Dir,
     orig: &[u8],
     refused: bool,
+    show: Show,
 ) -> Result<(), TestCaseError> {
     match r {
         Ok(h) => {
@@ -1028,7 +1073,7 @@ fn map_result<'d, B: Backend>(
             slots.push(Slot {
                 segs: segs_of(&live),
                 live: Some(live),
-                model: Model::new(dir, orig),
+                model: Model::new(dir, orig, show),
                 bufs: 1,
             });
         }
