@@ -28,6 +28,7 @@ use crate::base::context::{DeviceConfig, DeviceContext};
 use crate::base::direction::DmaDirection;
 use crate::base::error::MapErrorKind;
 use crate::base::platform::{PhysLookup, Side};
+use crate::sync::{Mutation, mutated, mutation_flag};
 
 /// Attributes of a translation request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -196,18 +197,30 @@ unsafe impl<C: CacheMaintenance> Coherency for NonCoherent<C> {
 
     #[inline]
     unsafe fn clean(&self, r: CacheRange) -> usize {
+        if mutated(Mutation::DeviceWidePendingFlag) {
+            mutation_flag(core::ptr::from_ref(self).addr(), true);
+        }
         // SAFETY: forwarded.
         unsafe { self.0.clean(r) }
     }
 
     #[inline]
     unsafe fn invalidate(&self, r: CacheRange) -> usize {
+        if mutated(Mutation::DeviceWidePendingFlag) {
+            mutation_flag(core::ptr::from_ref(self).addr(), true);
+        }
         // SAFETY: forwarded.
         unsafe { self.0.invalidate(r) }
     }
 
     #[inline]
     fn complete(&self) -> bool {
+        if mutated(Mutation::DeviceWidePendingFlag)
+            && !mutation_flag(core::ptr::from_ref(self).addr(), false)
+        {
+            // The mutation: "nothing pending on the device, no barrier".
+            return false;
+        }
         self.0.complete();
         true
     }

@@ -5,7 +5,7 @@
 
 use crate::base::addr::DmaMask;
 use crate::base::platform::DeviceId;
-use crate::sync::{AtomicUsize, Ordering, bump};
+use crate::sync::{AtomicUsize, Mutation, Ordering, bump, mutated};
 
 /// A device's addressing limits and trust, as a driver declares them at
 /// probe time (Linux's `dma_set_mask`, `dma_set_max_seg_size`,
@@ -212,6 +212,12 @@ impl DeviceStats {
     }
 
     pub(crate) fn record_leak(&self, bytes: usize) {
+        if mutated(Mutation::LeakCountLoadStore) {
+            // The mutation: a load and a store (`bump`), not an atomic add.
+            bump(&self.leaked, 1);
+            bump(&self.leaked_bytes, bytes);
+            return;
+        }
         self.leaked.fetch_add(1, Ordering::Relaxed);
         self.leaked_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
@@ -250,3 +256,4 @@ impl DeviceContext {
         &self.stats
     }
 }
+

@@ -318,6 +318,15 @@ impl SimMemory {
             if len < pad || len - pad < size {
                 continue;
             }
+            if crate::sync::mutated(crate::sync::Mutation::SimAllocChoiceUnlocked) {
+                // The mutation: the lock is released between choosing the
+                // range and taking it (the choice is not checked again).
+                drop(free);
+                free = self.free_list();
+                if i >= free.len() {
+                    free.push((start, len));
+                }
+            }
             let tail = len - pad - size;
             match (pad, tail) {
                 (0, 0) => {

@@ -258,6 +258,12 @@ impl Swiotlb {
             let mut area = lock(&self.areas[a]);
             let slot_phys = |i: usize| self.phys.as_u64() + ((start + i) * SLOT_SIZE) as u64;
             let i = area.find(p.slots, |i| p.fits(slot_phys(i)))?;
+            if crate::sync::mutated(crate::sync::Mutation::BounceChoiceUnlocked) {
+                // The mutation: the lock is released between finding the
+                // run and taking it.
+                drop(area);
+                area = lock(&self.areas[a]);
+            }
             // Slot `k` starts `k * SLOT_SIZE - offset` bytes after the
             // original's first byte; the copy covers `[offset, offset + len)`
             // of the region.

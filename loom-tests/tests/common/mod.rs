@@ -1,0 +1,104 @@
+//! What every model file shares: running a model, and checking that a
+//! model fails when one of its protections is removed.
+//!
+//! A protection in dmacap's source is removed by a [`Mutation`] switched
+//! on with `set_mutations` (a no-op constant in the real build, see
+//! `src/sync.rs`); a protection that lives in a model itself (the ordering
+//! of a model's own flag) by a [`ModelMutation`].
+
+#![allow(dead_code)]
+
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use dmacap_loom::__loom::set_mutations;
+pub use dmacap_loom::__loom::{Mutation, pin_cpu};
+use loom::thread;
+
+/// A protection that lives in a model rather than in dmacap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelMutation {
+    /// The completion flag is stored and loaded with `Relaxed` instead of
+    /// `Release` and `Acquire`.
+    FlagRelaxed,
+}
+
+thread_local! {
+    static MODEL_MUTATION: Cell<Option<ModelMutation>> = const { Cell::new(None) };
+}
+
+/// Whether the model runs with `m` (see [`ModelMutation`]).
+pub fn model_mutated(m: ModelMutation) -> bool {
+    MODEL_MUTATION.with(|c| c.get() == Some(m))
+}
+
+/// Runs `f` as a loom model: every interleaving with up to two
+/// preemptions, the body on a loom thread with a big stack.
+pub fn model(f: impl Fn() + Sync + Send + 'static) {
+    model_with_bound(2, f);
+}
+
+/// [`model`] with preemption bound `bound`.
+pub fn model_with_bound(bound: usize, f: impl Fn() + Sync + Send + 'static) {
+    let f = Arc::new(f);
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(bound);
+    b.check(move || {
+        // loom's model threads have small stacks; the IOMMU's page-table
+        // code wants more, so the model body runs on a thread with a big one.
+        let f = f.clone();
+        spawn(move || f()).join().unwrap();
+    });
+}
+
+/// A loom thread with a stack big enough for dmacap's deeper paths.
+pub fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+    thread::Builder::new()
+        .stack_size(8 << 20)
+        .spawn(f)
+        .expect("spawn")
+}
+
+/// Switches the mutations off again however the model ends.
+struct Reset;
+
+impl Drop for Reset {
+    fn drop(&mut self) {
+        set_mutations(&[]);
+        MODEL_MUTATION.with(|c| c.set(None));
+    }
+}
+
+/// Runs `run` (a model) with `mutation` switched on and asserts that it
+/// fails, with a panic message containing one of `reasons`.
+pub fn assert_fails(run: fn(), mutation: Mutation, reasons: &[&str]) {
+    let _reset = Reset;
+    set_mutations(&[mutation]);
+    check_failure(run, &format!("{mutation:?}"), reasons);
+}
+
+/// [`assert_fails`] for a [`ModelMutation`].
+pub fn assert_fails_model(run: fn(), mutation: ModelMutation, reasons: &[&str]) {
+    let _reset = Reset;
+    MODEL_MUTATION.with(|c| c.set(Some(mutation)));
+    check_failure(run, &format!("{mutation:?}"), reasons);
+}
+
+fn check_failure(run: fn(), name: &str, reasons: &[&str]) {
+    let outcome = catch_unwind(AssertUnwindSafe(run));
+    let payload = match outcome {
+        Ok(()) => panic!("the model passed with its protection removed ({name})"),
+        Err(p) => p,
+    };
+    let msg = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    assert!(
+        reasons.iter().any(|r| msg.contains(r)),
+        "under {name} the model failed, but not for the expected reason \
+         (one of {reasons:?}): {msg}"
+    );
+}
