@@ -13,6 +13,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use dmacap_loom::__loom::set_mutations;
+#[allow(unused_imports)]
 pub use dmacap_loom::__loom::{Mutation, pin_cpu};
 use loom::thread;
 
@@ -96,6 +97,8 @@ fn check_failure(run: fn(), name: &str, reasons: &[&str]) {
         .cloned()
         .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_default();
+    // Shown with `--nocapture`: which failure loom found.
+    eprintln!("under {name} the model failed as it should: {msg}");
     assert!(
         reasons.iter().any(|r| msg.contains(r)),
         "under {name} the model failed, but not for the expected reason \
