@@ -285,6 +285,11 @@ fn bounce_pool_never_hands_a_slot_to_two_mappings_fails_with_an_unlocked_choice(
     assert_fails(
         bounce_pool,
         Mutation::BounceChoiceUnlocked,
-        &["a slot was shared", "a slot was lost", "first_used"],
+        &[
+            "a slot was shared",
+            "a slot was lost",
+            "first_used",
+            "released but not in use",
+        ],
     );
 }

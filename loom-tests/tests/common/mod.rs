@@ -105,3 +105,45 @@ fn check_failure(run: fn(), name: &str, reasons: &[&str]) {
          (one of {reasons:?}): {msg}"
     );
 }
+
+/// The test that shows a model failing under `m`. An exhaustive match: a
+/// new mutation does not compile until it names the test that checks it.
+pub fn checked_by(m: Mutation) -> &'static str {
+    match m {
+        Mutation::LeakCountLoadStore => {
+            "handles::concurrent_leaks_are_all_counted_fails_with_a_load_and_store_count"
+        }
+        Mutation::SimAllocChoiceUnlocked => {
+            "handles::simulated_allocator_never_hands_out_a_byte_twice_fails_with_an_unlocked_choice"
+        }
+        Mutation::BounceChoiceUnlocked => {
+            "concurrent_flush::bounce_pool_never_hands_a_slot_to_two_mappings_fails_with_an_unlocked_choice"
+        }
+        Mutation::LazyFreeBeforeInvalidate => {
+            "concurrent_flush::lazy_retire_never_hands_out_a_stale_iova_fails_freeing_before_the_invalidation"
+        }
+        Mutation::LazyNoInvalidate => {
+            "concurrent_flush::lazy_retire_never_hands_out_a_stale_iova_fails_without_the_invalidation, \
+             concurrent_flush::concurrent_lazy_flushes_lose_no_invalidation_fails_without_the_invalidation"
+        }
+        Mutation::LazyQueueBeforeClear => {
+            "concurrent_flush::concurrent_lazy_flushes_lose_no_invalidation_fails_queueing_before_clearing"
+        }
+        Mutation::GatherTakesAll => {
+            "strict::concurrent_strict_flushes_fail_when_a_flush_takes_every_threads_unmaps"
+        }
+        Mutation::StrictIssueWithoutSync => {
+            "strict::concurrent_strict_flushes_fail_when_a_flush_does_not_wait_for_its_invalidation, \
+             teardown::batch_flush_races_a_device_teardown_attempt_fails_when_the_flush_does_not_wait"
+        }
+        Mutation::StrictFreeBeforeInvalidate => {
+            "strict::concurrent_strict_flushes_fail_when_iovas_are_freed_before_their_invalidation"
+        }
+        Mutation::DeviceWidePendingFlag => {
+            "noncoherent::two_threads_batch_on_one_noncoherent_device_fails_with_a_device_wide_pending_flag"
+        }
+        Mutation::DomainDropFreesLiveTables => {
+            "teardown::batch_flush_races_a_device_teardown_attempt_fails_when_the_domain_frees_live_tables"
+        }
+    }
+}
