@@ -177,7 +177,10 @@ where
         let granule = <B::Granule as typenum::Unsigned>::USIZE;
         let granule_ok = !check_granule
             || ((cpu.as_ptr() as usize).is_multiple_of(granule) && len.is_multiple_of(granule));
-        let Some(phys) = device.backend().platform().phys_of(cpu, len) else {
+        // SAFETY: `ptr` and `len` describe the buffer just given up, one
+        // live allocation (a `DmaBuffer`'s promise).
+        let phys = unsafe { device.backend().platform().phys_of_allocation(cpu, len) };
+        let Some(phys) = phys else {
             let kind = MapErrorKind::NoPhysAddr {
                 cpu: cpu.as_ptr() as usize,
                 len,
@@ -185,11 +188,9 @@ where
             // SAFETY: as above.
             return Err(unsafe { refuse(ptr, keep, kind) });
         };
-        if phys.last_of(len as u64).is_none() {
-            let kind = MapErrorKind::AddressOverflow { phys, len };
-            // SAFETY: as above.
-            return Err(unsafe { refuse(ptr, keep, kind) });
-        }
+        // `PhysLookup` promises that `phys + len` does not overflow; the
+        // backends' arithmetic relies on it (`MapRequest`'s invariant).
+        debug_assert!(phys.last_of(len as u64).is_some());
         let req = MapRequest {
             cpu,
             phys,
