@@ -162,7 +162,7 @@ impl DmaWindows {
         // Checked here, so that the lookup below may assume it: a public
         // caller can pass anything.
         phys.last_of(len)?;
-        Some(self.lookup(phys, len)?)
+        self.lookup(phys, len)
     }
 
     /// [`phys_to_dma`](Self::phys_to_dma) for `len > 0` and `phys + len`
