@@ -130,6 +130,7 @@ where
     Buf: DmaBuffer,
     B: Backend,
 {
+    #[inline]
     pub(crate) fn map(device: &'d Device<B>, buf: Buf) -> Result<Self, MapError<Buf>>
     where
         Buf::Target: Transfer<D> + CacheSafe<B::Granule>,
@@ -143,6 +144,7 @@ where
     /// Maps and issues the hand-over to the device without completing it.
     /// The caller must `flush` (unless `SYNC_IS_NOOP`) and then call
     /// [`granted`](Self::granted) before the DMA address reaches a device.
+    #[inline]
     pub(crate) fn map_issue(device: &'d Device<B>, buf: Buf) -> Result<Self, MapError<Buf>>
     where
         Buf::Target: Transfer<D> + CacheSafe<B::Granule>,
@@ -157,6 +159,7 @@ where
     /// time), with `no_bounce` a refusal instead of a bounce, and
     /// `owned_len` the bytes from the buffer's start that are its alone (at
     /// least its length; `0` means just its length).
+    #[inline]
     pub(crate) fn map_issue_with(
         device: &'d Device<B>,
         buf: Buf,

@@ -589,6 +589,7 @@ where
         &self.platform
     }
 
+    #[inline]
     unsafe fn map(&self, req: &MapRequest<'_>) -> Result<(DmaAddr, Self::State), MapErrorKind> {
         let stats = req.device.stats();
         let bounce = match self.early_bounce_reason(req) {
