@@ -95,11 +95,16 @@ mod imp {
             let Some(owner) = self.owner.take() else {
                 return;
             };
-            for (order, m) in self.mags.iter_mut().enumerate() {
+            // Empty first, hand back after: if a hand-back unwinds, the way
+            // is empty and unowned (the invariant), and the ranges not yet
+            // handed back are lost to the space, never handed out twice.
+            let mags = self.mags;
+            self.mags.iter_mut().for_each(|m| m.len = 0);
+            let hits = core::mem::take(&mut self.hits);
+            for (order, m) in mags.iter().enumerate() {
                 owner.give_back(1 << order, &m.pfns[..m.len]);
-                m.len = 0;
             }
-            owner.add_hits(core::mem::take(&mut self.hits));
+            owner.add_hits(hits);
         }
     }
 
@@ -198,14 +203,22 @@ mod imp {
             w.owner = Some(Arc::clone(shared));
         }
         let m = &mut w.mags[order];
+        let mut spill = None;
         if m.len == LOCAL_CAP {
-            // The oldest half to the owner's slot, one lock.
-            shared.give_back(1 << order, &m.pfns[..SPILL]);
+            // The oldest half to the owner's slot, one lock; out of the
+            // magazine before the hand-back, so an unwinding hand-back
+            // loses ranges rather than leaving them in two places.
+            let mut out = [0u64; SPILL];
+            out.copy_from_slice(&m.pfns[..SPILL]);
             m.pfns.copy_within(SPILL.., 0);
             m.len -= SPILL;
+            spill = Some(out);
         }
         m.pfns[m.len] = pfn;
         m.len += 1;
+        if let Some(out) = spill {
+            shared.give_back(1 << order, &out);
+        }
         true
     }
 
