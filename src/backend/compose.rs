@@ -88,7 +88,8 @@ pub unsafe trait Translation: Send + Sync {
     /// access `dir` allows: a buffer (or bounce slot) given up by its owner
     /// for as long as the mapping lives, or, with [`MapAttrs::MMIO`], a
     /// device range that is not RAM Rust code owns. A safe caller could
-    /// otherwise let a device write any memory.
+    /// otherwise let a device write any memory. `len > 0` and `phys + len`
+    /// does not overflow (an implementation adds to `phys` unchecked).
     unsafe fn map(
         &self,
         phys: PhysAddr,
@@ -601,6 +602,7 @@ where
         &self.platform
     }
 
+    #[inline]
     unsafe fn map(&self, req: &MapRequest<'_>) -> Result<(DmaAddr, Self::State), MapErrorKind> {
         let stats = req.device.stats();
         let bounce = match self.early_bounce_reason(req) {
