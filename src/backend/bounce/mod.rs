@@ -275,7 +275,7 @@ impl Swiotlb {
                 // The mutation: the lock is released between finding the
                 // run and taking it.
                 drop(area);
-                area = lock(&self.areas[a]);
+                area = self.areas[a].lock();
             }
             // Slot `k` starts `k * SLOT_SIZE - offset` bytes after the
             // original's first byte; the copy covers `[offset, offset + len)`
