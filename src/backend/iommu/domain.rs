@@ -314,9 +314,9 @@ unsafe impl<H: IommuHardware> Translation for IommuDomain<H> {
     ) -> Result<(DmaAddr, ()), MapErrorKind> {
         self.check_trust(dev.config())?;
         if !Self::phys_fits(phys, len) {
-            return Err(MapErrorKind::Backend(
-                "the physical range lies beyond the IOMMU's 52-bit output",
-            ));
+            // The device cannot reach it through this domain: the
+            // addressing refusal, which a composition with a pool bounces.
+            return Err(MapErrorKind::NoDmaWindow { phys, len });
         }
         let p = phys.as_u64();
         let pages = pages_spanned(p, len as u64);
