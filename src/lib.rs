@@ -61,11 +61,11 @@ pub mod sim;
 mod sync;
 
 // The typed API's and the base layer's modules under their short paths.
+#[cfg(feature = "virtio")]
+pub use api::virtio;
 pub use api::{batch, coherent, device, erased, handle, mmio, pages, width};
 #[cfg(feature = "alloc")]
 pub use api::{noncontig, sg};
-#[cfg(feature = "virtio")]
-pub use api::virtio;
 pub use base::{addr, buffer, context, direction, error, platform};
 
 /// The README's tour, compiled and run as a doctest.

@@ -290,13 +290,8 @@ where
         [u8]: Transfer<D> + CacheSafe<B::Granule>,
     {
         let check = !self.options.whole_lines && check_at_map::<[u8], B::Granule>();
-        let handle = Mapped::<D, DevOwned, RawBuffer, B>::map_issue_with(
-            self.device,
-            raw,
-            check,
-            false,
-            0,
-        )?;
+        let handle =
+            Mapped::<D, DevOwned, RawBuffer, B>::map_issue_with(self.device, raw, check, false, 0)?;
         handle.complete_sync();
         handle.granted();
         Ok(handle)

@@ -581,7 +581,9 @@ impl SimMemory {
                 if self.is_uncached(off, n) {
                     // SAFETY: as in the coherent case below: granted, so
                     // valid and unreferenced; `out` is distinct.
-                    unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), out[at..].as_mut_ptr(), n) };
+                    unsafe {
+                        core::ptr::copy_nonoverlapping(src.as_ptr(), out[at..].as_mut_ptr(), n)
+                    };
                 } else {
                     model.shadow().read_ram(off, &mut out[at..at + n]);
                 }
