@@ -349,7 +349,7 @@ where
         let clash = lock(&self.shared).insert(entry).err();
         if let Some(entry) = clash {
             // SAFETY: the device was never told this address.
-            drop(unsafe { entry.handle.unmap() });
+            let _buffer: RawBuffer = unsafe { entry.handle.unmap() };
             panic!("share: DMA address {dma} is already a live share of this Hal");
         }
         self.shares.fetch_add(1, Ordering::Relaxed);
@@ -402,7 +402,7 @@ where
         unsafe { rebase(&mut entry.handle, buffer) };
         // SAFETY: the device has finished and the driver observed it
         // (caller).
-        drop(unsafe { entry.handle.unmap() });
+        let _buffer: RawBuffer = unsafe { entry.handle.unmap() };
         self.unshares.fetch_add(1, Ordering::Relaxed);
     }
 }

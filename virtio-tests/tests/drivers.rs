@@ -30,7 +30,7 @@ use dmacap::platform::DmaAllocator;
 use dmacap::sim::{BusTranslate, SimBuffer, SimCache, SimDevice, SimFault, SimIommu, SimMemory};
 use dmacap::virtio::{HalOptions, VirtioDevice};
 use dmacap::{Device, DeviceConfig, PhysAddr};
-use dmacap_virtio_tests::{FakeDevice, FakeTransport, NET_HDR, SECTOR};
+use dmacap_virtio_tests::{F_INDIRECT_DESC, FakeDevice, FakeTransport, NET_HDR, SECTOR};
 use virtio_drivers::Hal;
 use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk};
 use virtio_drivers::device::net::{TxBuffer, VirtIONet, VirtIONetRaw};
@@ -408,12 +408,20 @@ where
     B::Platform: DmaAllocator,
 {
     let ram_before = rig.mem.allocated_bytes();
-    let (transport, fake) = FakeTransport::blk(rig.engine(), DISK_SECTORS, 0);
+    // Indirect descriptor tables live on the heap (`virtio-drivers` boxes
+    // them): offered where host memory can be served (bounced).
+    let features = if rig.refuses_host.is_none() {
+        F_INDIRECT_DESC
+    } else {
+        0
+    };
+    let (transport, fake) = FakeTransport::blk(rig.engine(), DISK_SECTORS, features);
     if let Some(h) = hook {
         fake.borrow_mut().set_hook(h);
     }
     let mut blk = VirtIOBlk::<H, _>::new(transport).expect("VirtIOBlk::new");
     assert_eq!(blk.capacity(), DISK_SECTORS as u64);
+    assert_eq!(fake.borrow().driver_features() & F_INDIRECT_DESC, features);
     assert_eq!(
         hal.live_allocations(),
         2,
@@ -501,12 +509,12 @@ fn blk_lazy_iommu_timer_hook_closes_the_stale_window() {
     let free0 = dom.free_pages();
     // SAFETY: the fake device never writes a buffer it was given to read.
     let hal = unsafe { BlkLazy::install(dev) };
-    // The device's timer: 1 ms per notification, driving the flush queue
-    // (Linux's 10 ms timeout) through `IommuDomain::tick`.
+    // The device's timer: 3 ms per notification (a slow disk), driving
+    // the flush queue (Linux's 10 ms timeout) through `IommuDomain::tick`.
     let clock = Rc::new(Cell::new(0u64));
     let c = clock.clone();
     let hook: dmacap_virtio_tests::Hook = Box::new(move || {
-        c.set(c.get() + 1);
+        c.set(c.get() + 3);
         dom.tick(c.get(), dev.context());
     });
     let walks = || dom.walks();
@@ -543,11 +551,11 @@ fn blk_lazy_iommu_timer_hook_closes_the_stale_window() {
     let hook = {
         let c = clock.clone();
         move || {
-            c.set(c.get() + 1);
+            c.set(c.get() + 3);
             dom.tick(c.get(), dev.context());
         }
     };
-    for _ in 0..11 {
+    for _ in 0..4 {
         hook();
     }
     assert_eq!(dom.queued(), 0, "the timer flushed the queue");
