@@ -103,9 +103,11 @@ struct Ram {
     free: Mutex<Vec<(usize, usize)>>,
     granted: Mutex<BTreeMap<usize, Grant>>,
     cache: Option<CacheModel>,
-    /// Uncached allocations of non-coherent RAM (offset to length): no
-    /// cache line holds them, so the CPU's view *is* memory there.
-    uncached: Mutex<BTreeMap<usize, usize>>,
+    /// Uncached allocations of non-coherent RAM: offset to length, and
+    /// whether they were shared ([`DmaAllocator::make_visible`], the start
+    /// of a coherent allocation's shared phase). A shared one has no line in
+    /// the cache: the CPU's view *is* memory there, for every access.
+    uncached: Mutex<BTreeMap<usize, (usize, bool)>>,
     /// Whether host memory outside the block has a physical identity
     /// ([`SimMemory::accept_host_memory`]).
     host: core::sync::atomic::AtomicBool,
@@ -344,13 +346,14 @@ impl SimMemory {
         self.ram.host.load(core::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Whether `[off, off + len)` lies in one uncached allocation.
-    fn is_uncached(&self, off: usize, len: usize) -> bool {
+    /// Whether `[off, off + len)` lies in one uncached allocation that was
+    /// shared: memory no cache line holds.
+    pub(super) fn is_uncached(&self, off: usize, len: usize) -> bool {
         let uncached = self.ram.uncached.lock().unwrap_or_else(|e| e.into_inner());
         uncached
             .range(..=off)
             .next_back()
-            .is_some_and(|(&o, &l)| off + len <= o + l)
+            .is_some_and(|(&o, &(l, shared))| shared && off + len <= o + l)
     }
 
     /// The size in bytes.
@@ -763,12 +766,13 @@ impl SimMemory {
 // the CPU's view and in memory alike, contiguous from its physical address,
 // and refused if its last byte lies above `max_phys`; alignment is at most a
 // page, the block's own. (2) An uncached allocation of non-coherent RAM
-// is recorded as such: no cache line holds it, so the CPU (through any
-// pointer, the shared accessors or a driver's own, as `virtio-drivers`
-// reads its rings) and devices all use the block there, as with an
-// uncached mapping; memory allocated cached is reached past the cache by
-// the shared accessors; on coherent RAM the CPU and devices share the
-// block. (3) `read_shared` and
+// is recorded as such, and once shared (`make_visible`, which writes its
+// lines back first) no cache line holds it: the CPU (through any pointer,
+// the shared accessors or a driver's own, as `virtio-drivers` reads its
+// rings), cache maintenance (ignored there) and devices all use the block,
+// as with an uncached mapping; memory allocated cached is reached past the
+// cache by the shared accessors; on coherent RAM the CPU and devices share
+// the block. (3) `read_shared` and
 // `write_shared` hold the grant table's lock, which every device access
 // holds too, so they never race a device access. (4) `make_visible` writes
 // back the range's dirty lines.
@@ -798,7 +802,7 @@ unsafe impl crate::base::platform::DmaAllocator for SimMemory {
             shadow.zero(off, size);
             if uncached {
                 let mut u = self.ram.uncached.lock().unwrap_or_else(|e| e.into_inner());
-                u.insert(off, size);
+                u.insert(off, (size, false));
             }
         }
         Some(ptr)
@@ -823,6 +827,14 @@ unsafe impl crate::base::platform::DmaAllocator for SimMemory {
         // SAFETY: the bytes are an allocation of this RAM that no reference
         // uses any more (caller), at `off` in the block.
         unsafe { model.shadow().evict(ptr, off, len) };
+        // An uncached allocation is shared from now on: the CPU's view and
+        // memory are one (written back just above, so they agree).
+        let mut u = self.ram.uncached.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((l, shared)) = u.get_mut(&off) {
+            if len <= *l {
+                *shared = true;
+            }
+        }
     }
 
     unsafe fn read_shared<T: zerocopy::FromBytes>(&self, src: NonNull<T>) -> T {
