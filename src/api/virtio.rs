@@ -509,6 +509,10 @@ where
         device: &'static Device<B>,
         options: HalOptions,
     ) -> &'static VirtioDevice<B> {
+        // The slot is a `static` (an `AtomicPtr`, `Sync` whatever it points
+        // to), so any thread may reach the state: prove it may be shared.
+        const fn shareable<T: Send + Sync>() {}
+        shareable::<VirtioDevice<B>>();
         let state = Box::into_raw(Box::new(VirtioDevice::new(device, options)));
         if let Err(_other) = self.state.compare_exchange(
             core::ptr::null_mut(),

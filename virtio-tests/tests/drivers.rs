@@ -409,8 +409,12 @@ where
 {
     let ram_before = rig.mem.allocated_bytes();
     // Indirect descriptor tables live on the heap (`virtio-drivers` boxes
-    // them): offered where host memory can be served (bounced).
-    let features = if rig.refuses_host.is_none() {
+    // them): offered where host memory can be served (bounced). Not under
+    // Miri: virtio-drivers 0.13's `add_indirect` keeps a pointer into the
+    // boxed table that its own `Box::leak` then invalidates (Stacked
+    // Borrows reports the `Box::from_raw` in `recycle_descriptors`), a bug
+    // of that crate, not of the DMA path tested here.
+    let features = if rig.refuses_host.is_none() && !cfg!(miri) {
         F_INDIRECT_DESC
     } else {
         0
