@@ -66,6 +66,8 @@ mod sync;
 pub use sync::loom_hooks as __loom;
 
 // The typed API's and the base layer's modules under their short paths.
+#[cfg(feature = "virtio")]
+pub use api::virtio;
 pub use api::{batch, coherent, device, erased, handle, mmio, pages, width};
 #[cfg(feature = "alloc")]
 pub use api::{noncontig, sg};

@@ -231,6 +231,25 @@ where
         self.dma
     }
 
+    /// From now on the handle reaches its buffer through `ptr`, a pointer
+    /// to the very same bytes with fresher provenance. For HALs whose
+    /// caller hands the buffer back as a new pointer at completion
+    /// (`virtio_drivers::Hal::unshare`), so that the CPU-side sync (an
+    /// invalidate, a bounce copy back) writes through the pointer the
+    /// caller vouches for now, not one it may have invalidated since.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` has the address and the length of the handle's buffer and is
+    /// valid for reads and writes of it, under the same conditions as
+    /// [`DmaBuffer`]'s pointer, until the handle is given up.
+    #[cfg(feature = "virtio")]
+    #[inline]
+    pub(crate) unsafe fn rebase(&mut self, ptr: NonNull<Buf::Target>) {
+        debug_assert_eq!(ptr.cast::<u8>(), self.ptr.cast::<u8>());
+        self.ptr = ptr;
+    }
+
     /// Takes the buffer back from the device, making everything it wrote
     /// visible to the CPU.
     ///

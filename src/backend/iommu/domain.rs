@@ -339,9 +339,9 @@ unsafe impl<H: IommuHardware> Translation for IommuDomain<H> {
     ) -> Result<(DmaAddr, ()), MapErrorKind> {
         self.check_trust(dev.config())?;
         if !Self::phys_fits(phys, len) {
-            return Err(MapErrorKind::Backend(
-                "the physical range lies beyond the IOMMU's 52-bit output",
-            ));
+            // The device cannot reach it through this domain: the
+            // addressing refusal, which a composition with a pool bounces.
+            return Err(MapErrorKind::NoDmaWindow { phys, len });
         }
         let p = phys.as_u64();
         let pages = pages_spanned(p, len as u64);
@@ -563,7 +563,14 @@ mod tests {
                 dev.context(),
             )
         };
-        assert!(matches!(r, Err(MapErrorKind::Backend(_))));
+        // The addressing refusal, which a composition with a pool bounces.
+        assert_eq!(
+            r,
+            Err(MapErrorKind::NoDmaWindow {
+                phys: far,
+                len: 4097
+            })
+        );
         assert_eq!(d.free_pages(), free0);
         assert_eq!(d.iova().cache_misses(), 0);
     }

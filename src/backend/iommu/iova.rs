@@ -309,7 +309,10 @@ impl IovaAllocator {
     /// Pages not allocated: free in the tree or held by the caches (the
     /// calling thread's magazines included; another live thread's are not
     /// seen). Exact when no allocation or free runs at the same time and no
-    /// other live thread has freed into this allocator.
+    /// other live thread has freed into this allocator. A thread's
+    /// magazines come back in its thread-local destructors: after
+    /// `JoinHandle::join` returns, not yet when `thread::scope` returns
+    /// after an implicit join.
     ///
     /// Counted from the tree and the caches when asked (a diagnostic), so
     /// that allocation and free update no shared counter.
