@@ -22,15 +22,20 @@
 //! - [`SimIommu`]: an IOMMU with an IOTLB and a fault log, for devices
 //!   behind an [`IommuDomain`](crate::backend::iommu::IommuDomain).
 //! - [`SimPlatform`]: both, plus ready-made devices.
+//! - [`FaultPlan`], [`FaultyTranslation`], [`FaultyBounce`],
+//!   [`FaultyPlatform`]: wrappers that make chosen map, IOVA, bounce-slot,
+//!   look-up and allocation calls fail, to test error paths.
 
 mod bounce;
 mod cache;
 mod device;
+mod fault;
 mod iommu;
 mod memory;
 
 pub use cache::SimCache;
 pub use device::{Access, BusTranslate, SimDevice, SimFault};
+pub use fault::{FaultPlan, FaultyBounce, FaultyPlatform, FaultyTranslation};
 pub use iommu::{FaultReason, IommuFault, SimIommu, SimIommuBackend};
 pub use memory::{PhysAccessError, SimAllocError, SimBuffer, SimMemory};
 
