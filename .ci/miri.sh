@@ -5,7 +5,8 @@
 #
 #   1. Stacked Borrows (the default model): the library's unit tests and every
 #      integration test of the `dmacap` package. Tests that need inline
-#      assembly are `#[cfg_attr(miri, ignore)]`.
+#      assembly are `#[cfg_attr(miri, ignore)]`. Then the `virtio-tests`
+#      package: virtio-drivers' block and net drivers over every backend.
 #   2. Tree Borrows: the adversarial suite (tests/adversarial.rs,
 #      tests/auto_traits.rs and tests/attack_*.rs, those that exist) a
 #      second time.
@@ -81,6 +82,15 @@ MIRIFLAGS="-Zmiri-ignore-leaks" \
     timed "Stacked Borrows (--lib --tests)" \
     cargo +nightly miri test -p dmacap --no-fail-fast --lib --tests ||
     failed+=("Stacked Borrows")
+
+header "Stacked Borrows: virtio-drivers' real drivers on dmacap (virtio-tests)"
+# Every backend combination runs, with fewer blocks and frames under Miri.
+# virtio-drivers turns integers back into pointers (`Dma::vaddr`), hence
+# permissive provenance; the devices and Hal states are leaked on purpose.
+MIRIFLAGS="-Zmiri-ignore-leaks -Zmiri-permissive-provenance" \
+    timed "Stacked Borrows (virtio-tests)" \
+    cargo +nightly miri test -p dmacap-virtio-tests --no-fail-fast ||
+    failed+=("Stacked Borrows (virtio-tests)")
 
 header "Tree Borrows: the adversarial suite"
 suite=()

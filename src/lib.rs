@@ -59,8 +59,15 @@ pub mod base;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod sync;
+/// The loom models' test hooks (mutation switches, CPU pinning): only in
+/// the loom shadow build, never in dmacap itself.
+#[cfg(dmacap_loom)]
+#[doc(hidden)]
+pub use sync::loom_hooks as __loom;
 
 // The typed API's and the base layer's modules under their short paths.
+#[cfg(feature = "virtio")]
+pub use api::virtio;
 pub use api::{batch, coherent, device, erased, handle, mmio, pages, width};
 #[cfg(feature = "alloc")]
 pub use api::{noncontig, sg};

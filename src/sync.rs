@@ -178,6 +178,10 @@ pub(crate) fn cpu_hint() -> usize {
     // explored interleaving to the next and would make the model
     // non-deterministic; their `Debug` form holds only the stable number.
     #[cfg(dmacap_loom)]
+    if let Some(cpu) = loom_hooks::PINNED.with(core::cell::Cell::get) {
+        return cpu;
+    }
+    #[cfg(dmacap_loom)]
     {
         let id = std::format!("{:?}", loom::thread::current().id());
         id.bytes().filter(u8::is_ascii_digit).fold(0usize, |n, d| {
@@ -208,5 +212,139 @@ pub(crate) fn cpu_hint() -> usize {
     #[cfg(all(not(feature = "std"), not(dmacap_loom)))]
     {
         0
+    }
+}
+
+/// A protection the loom models check by removing it: each variant names
+/// one place in dmacap's source that does the wrong thing instead when the
+/// variant is switched on (`if mutated(Mutation::X) { wrong } else { right }`).
+///
+/// Switched on only in the loom shadow build (`--cfg dmacap_loom`), by a
+/// test in `loom-tests` before it runs a model, to show that the model
+/// fails without the protection. In every other build [`mutated`] is a
+/// constant `false` and the wrong branches are dead code the compiler
+/// removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+// no_std builds compile out some of the places that name a variant.
+#[allow(dead_code)]
+pub enum Mutation {
+    /// `DeviceStats`' leak counters count with a relaxed load and store
+    /// instead of a read-modify-write.
+    LeakCountLoadStore,
+    /// The simulated RAM's allocator releases the free-list lock between
+    /// choosing a free range and taking it.
+    SimAllocChoiceUnlocked,
+    /// The bounce pool releases an area's lock between finding a free run
+    /// of slots and taking it.
+    BounceChoiceUnlocked,
+    /// A lazy flush frees the queued IOVAs before the invalidation that
+    /// covers them.
+    LazyFreeBeforeInvalidate,
+    /// A lazy flush frees the queued IOVAs without issuing any IOTLB
+    /// invalidation (the sync still runs).
+    LazyNoInvalidate,
+    /// A lazy unmap queues its range for invalidation before it clears
+    /// the range's page-table entries.
+    LazyQueueBeforeClear,
+    /// A strict flush takes every thread's gathered unmaps, not only its
+    /// own, and completes them without holding them: a thread whose
+    /// unmaps another flush took returns before they are invalidated.
+    GatherTakesAll,
+    /// A strict flush issues its invalidation but does not wait for it
+    /// (no hardware sync): the invalidation completes only when some later
+    /// sync, of any thread, happens to run.
+    StrictIssueWithoutSync,
+    /// A strict flush frees its IOVAs before it issues their invalidation.
+    StrictFreeBeforeInvalidate,
+    /// A non-coherent device keeps one device-wide "maintenance pending"
+    /// flag and a flush issues its barrier only if it finds the flag set,
+    /// clearing it: correct on one thread, wrong where a barrier completes
+    /// only the calling CPU's maintenance (arm64's `dsb`).
+    DeviceWidePendingFlag,
+    /// A dropped IOMMU domain frees its page tables even though a mapping
+    /// (a quarantined or forgotten handle) is still live.
+    DomainDropFreesLiveTables,
+}
+
+/// Whether `m` is switched on: always `false` outside the loom build.
+#[cfg(not(dmacap_loom))]
+#[inline(always)]
+#[allow(dead_code)]
+pub(crate) const fn mutated(_: Mutation) -> bool {
+    false
+}
+
+/// Whether `m` is switched on for the models run on this OS thread.
+#[cfg(dmacap_loom)]
+#[inline]
+#[allow(dead_code)]
+pub(crate) fn mutated(m: Mutation) -> bool {
+    loom_hooks::MUTATIONS.with(|s| s.get() & (1 << m as u8) != 0)
+}
+
+/// The device-wide flag of [`Mutation::DeviceWidePendingFlag`], for the
+/// object at address `key`: sets it (`set`) or clears it; returns whether
+/// it was set. Never called outside the loom build.
+#[cfg(not(dmacap_loom))]
+#[inline(always)]
+#[allow(dead_code)]
+pub(crate) fn mutation_flag(_key: usize, _set: bool) -> bool {
+    false
+}
+
+/// The device-wide flag of [`Mutation::DeviceWidePendingFlag`], for the
+/// object at address `key`: sets it (`set`) or clears it; returns whether
+/// it was set.
+#[cfg(dmacap_loom)]
+#[allow(dead_code)]
+pub(crate) fn mutation_flag(key: usize, set: bool) -> bool {
+    loom_hooks::FLAGS.with(|f| {
+        let mut f = f.borrow_mut();
+        let was = f.contains(&key);
+        f.retain(|&k| k != key);
+        if set {
+            f.push(key);
+        }
+        was
+    })
+}
+
+/// Test hooks of the loom shadow build: mutation switches and CPU pinning.
+/// Not part of dmacap's API (the real build has none of it).
+#[cfg(dmacap_loom)]
+pub mod loom_hooks {
+    use core::cell::Cell;
+
+    pub use super::Mutation;
+
+    std::thread_local! {
+        // A plain `std` thread-local, not a loom primitive: loom runs every
+        // thread of a model as a coroutine on the OS thread that called
+        // `loom::model`, so all of them see what the test set there, and
+        // tests running in parallel on other OS threads do not.
+        pub(super) static MUTATIONS: Cell<u64> = const { Cell::new(0) };
+        // The flags of `Mutation::DeviceWidePendingFlag`, by object address.
+        pub(super) static FLAGS: core::cell::RefCell<std::vec::Vec<usize>> =
+            const { core::cell::RefCell::new(std::vec::Vec::new()) };
+    }
+
+    loom::thread_local! {
+        // The CPU a loom thread has pinned itself to, if any.
+        pub(super) static PINNED: Cell<Option<usize>> = Cell::new(None);
+    }
+
+    /// Switches exactly the mutations in `ms` on for the models this OS
+    /// thread runs from now on (an empty slice switches all off).
+    pub fn set_mutations(ms: &[Mutation]) {
+        MUTATIONS.with(|s| s.set(ms.iter().fold(0, |acc, &m| acc | 1 << m as u8)));
+    }
+
+    /// Makes the calling loom thread report CPU `cpu` from
+    /// `sync::cpu_hint` from now on, so that a model chooses which threads
+    /// share per-CPU state (IOVA caches, flush queues, bounce areas) and
+    /// which do not. Without it each loom thread is its own CPU.
+    pub fn pin_cpu(cpu: usize) {
+        PINNED.with(|p| p.set(Some(cpu)));
     }
 }

@@ -641,25 +641,31 @@ fn threads_map_and_unmap_concurrently() {
     let dev = strict(&sim);
     let free0 = domain(&dev).free_pages();
     std::thread::scope(|s| {
-        for t in 0..4u8 {
-            let (sim, dev) = (&sim, &dev);
-            s.spawn(move || {
-                let engine = sim.device(dev);
-                let mem: &SimMemory = sim.memory();
-                for r in 0..rounds {
-                    let len = 1 + (r * 997 + t as usize * 131) % (3 * PAGE);
-                    let h = dev
-                        .map_from_device(mem.alloc_slice::<u8>(len).unwrap())
-                        .unwrap();
-                    let data = pattern(len, t ^ r as u8);
-                    engine.write(h.dma_addr(), &data).unwrap();
-                    // SAFETY: the write returned.
-                    let h = unsafe { h.sync_for_cpu() };
-                    assert_eq!(h.contents(), &data[..]);
-                    drop(h.unmap());
-                }
-            });
-        }
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                let (sim, dev) = (&sim, &dev);
+                s.spawn(move || {
+                    let engine = sim.device(dev);
+                    let mem: &SimMemory = sim.memory();
+                    for r in 0..rounds {
+                        let len = 1 + (r * 997 + t as usize * 131) % (3 * PAGE);
+                        let h = dev
+                            .map_from_device(mem.alloc_slice::<u8>(len).unwrap())
+                            .unwrap();
+                        let data = pattern(len, t ^ r as u8);
+                        engine.write(h.dma_addr(), &data).unwrap();
+                        // SAFETY: the write returned.
+                        let h = unsafe { h.sync_for_cpu() };
+                        assert_eq!(h.contents(), &data[..]);
+                        drop(h.unmap());
+                    }
+                })
+            })
+            .collect();
+        // Joined explicitly: a thread hands its IOVA magazines back in its
+        // thread-local destructors, which the scope's implicit join does
+        // not wait for (`IovaAllocator::free_pages`).
+        threads.into_iter().for_each(|t| t.join().unwrap());
     });
     assert_eq!(domain(&dev).free_pages(), free0);
     assert!(iommu(&dev).faults().is_empty());

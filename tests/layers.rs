@@ -2,7 +2,7 @@
 //! layer above its own.
 //!
 //! ```text
-//! api/      the typed API: handle, device, batch, sg, mmio      (top)
+//! api/      the typed API: handle, device, batch, sg, mmio, virtio (top)
 //! backend/  the Backend trait, composition, direct, non-coherent, IOMMU, bounce
 //! arch/     cache maintenance instructions
 //! base/     addresses, directions, buffers, platform hook, device context, errors
@@ -44,7 +44,7 @@ fn layer_of_file(path: &Path) -> Option<Layer> {
 /// crate root re-exports under that name.
 fn layer_of_path(name: &str) -> Layer {
     match name {
-        "api" | "handle" | "device" | "batch" | "sg" | "mmio" | "Device" | "Mapped"
+        "api" | "handle" | "device" | "batch" | "sg" | "mmio" | "virtio" | "Device" | "Mapped"
         | "MmioMapped" => Layer::Api,
         "backend" => Layer::Backend,
         "arch" => Layer::Arch,

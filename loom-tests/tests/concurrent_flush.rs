@@ -3,41 +3,25 @@
 //! one bounce pool. They run on dmacap's own source compiled with loom's
 //! mutexes and atomics (`loom-tests/shadow`).
 
+mod common;
+
 use std::sync::Arc;
 
+use common::{Mutation, assert_fails, model, pin_cpu, spawn};
 use dmacap_loom as dmacap;
 
 use dmacap::backend::compose::{Coherent, Composed, NoBounce};
 use dmacap::backend::direct::Direct;
 use dmacap::backend::iommu::{InvalidationMode, IommuDomain};
-use dmacap::sim::{SimDevice, SimIommu, SimMemory};
+use dmacap::sim::{SimDevice, SimFault, SimIommu, SimMemory};
 use dmacap::{Device, DeviceConfig, DmaAddr, MapErrorKind, PhysAddr};
-use loom::thread;
 
 const PAGE: usize = 4096;
 
-fn model(f: impl Fn() + Sync + Send + 'static) {
-    let f = Arc::new(f);
-    let mut b = loom::model::Builder::new();
-    // Every interleaving with up to two preemptions: enough for the races
-    // below (retire vs. reallocate, two retirements at once), small enough
-    // to finish in seconds.
-    b.preemption_bound = Some(2);
-    b.check(move || {
-        // loom's model threads have small stacks; the IOMMU's page-table
-        // code wants more, so the model body runs on a thread with a big one.
-        let f = f.clone();
-        spawn(move || f()).join().unwrap();
-    });
-}
-
-/// A loom thread with a stack big enough for dmacap's deeper paths.
-fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
-    thread::Builder::new()
-        .stack_size(8 << 20)
-        .spawn(f)
-        .expect("spawn")
-}
+/// The CPU assignments the IOMMU models run under: both threads on one CPU
+/// (they share the per-CPU IOVA caches and flush queue, so an IOVA one
+/// frees is the next the other allocates), and each on its own.
+const CPUS: [[usize; 2]; 2] = [[0, 0], [0, 1]];
 
 type IommuDev = Device<IommuBackend>;
 
@@ -82,78 +66,162 @@ fn lazy_device(n: usize) -> (SimMemory, &'static IommuDev, Vec<RxHandle>) {
 /// lazy queue, as its timer would) while another maps a new buffer and lets
 /// the device write through it. The new mapping never gets an IOVA whose
 /// stale IOTLB entry still points at the retired buffer: its bytes arrive,
-/// in its own memory.
-#[test]
-fn lazy_retire_never_hands_out_a_stale_iova() {
-    model(|| {
-        let (mem, dev, mut handles) = lazy_device(1);
-        let old = handles.pop().unwrap();
-        let fresh = mem.alloc_slice_aligned::<u8>(PAGE, PAGE).unwrap();
-        let retire = spawn(move || {
-            let mut batch = dev.batch();
-            // SAFETY: the device's write returned before the spawn.
-            unsafe { batch.unmap_device_owned(old) };
-            drop(batch.flush());
-            dev.backend().translation().flush_queue(dev.context());
+/// in its own memory. Run with both threads on one CPU (where the retired
+/// IOVA is the next one handed out) and on two.
+fn lazy_retire() {
+    for cpus in CPUS {
+        model(move || {
+            let (mem, dev, mut handles) = lazy_device(1);
+            let old = handles.pop().unwrap();
+            let fresh = mem.alloc_slice_aligned::<u8>(PAGE, PAGE).unwrap();
+            let retire = spawn(move || {
+                pin_cpu(cpus[0]);
+                let mut batch = dev.batch();
+                // SAFETY: the device's write returned before the spawn.
+                unsafe { batch.unmap_device_owned(old) };
+                drop(batch.flush());
+                dev.backend().translation().flush_queue(dev.context());
+            });
+            pin_cpu(cpus[1]);
+            let engine = SimDevice::new(dev, mem.clone());
+            let c = dev.map_from_device(fresh).unwrap();
+            engine
+                .write(c.dma_addr(), b"new")
+                .expect("the device's write to a new mapping");
+            // SAFETY: the write returned.
+            let c = unsafe { c.sync_for_cpu() };
+            assert_eq!(
+                &c.contents()[..3],
+                b"new",
+                "the device wrote through a stale IOTLB entry"
+            );
+            retire.join().unwrap();
+            let hw = dev.backend().translation().hardware();
+            assert_eq!(hw.stale_hits(), 0, "the device used a stale IOTLB entry");
         });
-        let engine = SimDevice::new(dev, mem.clone());
-        let c = dev.map_from_device(fresh).unwrap();
-        engine.write(c.dma_addr(), b"new").unwrap();
-        // SAFETY: the write returned.
-        let c = unsafe { c.sync_for_cpu() };
-        assert_eq!(
-            &c.contents()[..3],
-            b"new",
-            "the device wrote through a stale IOTLB entry"
-        );
-        retire.join().unwrap();
-    });
+    }
 }
 
-/// Two threads flush batches of unmaps (and their lazy queues) at once.
-/// Afterwards nothing is left queued, no translation of an unmapped buffer
-/// survives in the IOTLB, and every IOVA is free again: no invalidation was
-/// lost.
+#[test]
+fn lazy_retire_never_hands_out_a_stale_iova() {
+    lazy_retire();
+}
+
+#[test]
+fn lazy_retire_never_hands_out_a_stale_iova_fails_freeing_before_the_invalidation() {
+    assert_fails(
+        lazy_retire,
+        Mutation::LazyFreeBeforeInvalidate,
+        &["NotDeviceOwned", "stale IOTLB entry"],
+    );
+}
+
+#[test]
+fn lazy_retire_never_hands_out_a_stale_iova_fails_without_the_invalidation() {
+    assert_fails(
+        lazy_retire,
+        Mutation::LazyNoInvalidate,
+        &["NotDeviceOwned", "stale IOTLB entry"],
+    );
+}
+
+/// Two threads flush batches of unmaps (and their lazy queues) at once,
+/// then each maps a new buffer, lets the device write it, and unmaps it.
+/// Every new mapping works and receives its bytes; afterwards nothing is
+/// left queued, every old IOVA faults as untranslated (an IOMMU fault, not
+/// a stale IOTLB hit that the simulator's RAM refuses), the IOTLB was never
+/// used stale, and every IOVA is free again: no invalidation was lost.
+fn lazy_flushes() {
+    for cpus in CPUS {
+        model(move || {
+            let (mem, dev, handles) = lazy_device(2);
+            let domain = dev.backend().translation();
+            let total = domain.free_pages() + 2;
+            let old: Vec<DmaAddr> = handles.iter().map(|h| h.dma_addr()).collect();
+            let threads: Vec<_> = handles
+                .into_iter()
+                .zip(cpus)
+                .map(|(h, cpu)| {
+                    let mem = mem.clone();
+                    spawn(move || {
+                        pin_cpu(cpu);
+                        let mut batch = dev.batch();
+                        // SAFETY: the device's write returned before the spawn.
+                        unsafe { batch.unmap_device_owned(h) };
+                        drop(batch.flush());
+                        dev.backend().translation().flush_queue(dev.context());
+                        let fresh = mem.alloc_slice_aligned::<u8>(PAGE, PAGE).unwrap();
+                        let c = dev
+                            .map_from_device(fresh)
+                            .expect("a new mapping after the flush");
+                        SimDevice::new(dev, mem)
+                            .write(c.dma_addr(), b"new")
+                            .expect("the device's write to a new mapping");
+                        // SAFETY: the write returned.
+                        let c = unsafe { c.sync_for_cpu() };
+                        assert_eq!(
+                            &c.contents()[..3],
+                            b"new",
+                            "the device wrote through a stale IOTLB entry"
+                        );
+                        drop(c.unmap());
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            domain.flush_queue(dev.context());
+            assert_eq!(domain.queued(), 0, "an unmap was left queued");
+            let engine = SimDevice::new(dev, mem);
+            for dma in old {
+                match engine.write(dma, b"x") {
+                    Err(SimFault::Untranslated { .. }) => {}
+                    other => panic!("a stale translation survived: {other:?}"),
+                }
+            }
+            assert_eq!(
+                domain.hardware().stale_hits(),
+                0,
+                "the device used a stale IOTLB entry"
+            );
+            assert_eq!(domain.free_pages(), total, "an IOVA was lost");
+        });
+    }
+}
+
 #[test]
 fn concurrent_lazy_flushes_lose_no_invalidation() {
-    model(|| {
-        let (mem, dev, handles) = lazy_device(2);
-        let total = dev.backend().translation().free_pages() + 2;
-        let old: Vec<DmaAddr> = handles.iter().map(|h| h.dma_addr()).collect();
-        let threads: Vec<_> = handles
-            .into_iter()
-            .map(|h| {
-                spawn(move || {
-                    let mut batch = dev.batch();
-                    // SAFETY: the device's write returned before the spawn.
-                    unsafe { batch.unmap_device_owned(h) };
-                    drop(batch.flush());
-                    dev.backend().translation().flush_queue(dev.context());
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        let domain = dev.backend().translation();
-        assert_eq!(domain.queued(), 0, "an unmap was left queued");
-        let engine = SimDevice::new(dev, mem);
-        for dma in old {
-            assert!(
-                engine.write(dma, b"x").is_err(),
-                "a stale translation survived"
-            );
-        }
-        assert_eq!(domain.free_pages(), total, "an IOVA was lost");
-    });
+    lazy_flushes();
+}
+
+#[test]
+fn concurrent_lazy_flushes_lose_no_invalidation_fails_without_the_invalidation() {
+    assert_fails(
+        lazy_flushes,
+        Mutation::LazyNoInvalidate,
+        &[
+            "a stale translation survived",
+            "stale IOTLB entry",
+            "NotDeviceOwned",
+        ],
+    );
+}
+
+#[test]
+fn concurrent_lazy_flushes_lose_no_invalidation_fails_queueing_before_clearing() {
+    assert_fails(
+        lazy_flushes,
+        Mutation::LazyQueueBeforeClear,
+        &["refused the mapping"],
+    );
 }
 
 /// Two threads map, use and unmap through one bounce pool too small for
 /// more than two mappings: no slot is handed to both (each device read sees
 /// its own bytes), a map that finds the pool full fails with the buffer
 /// back, and every slot is free again at the end.
-#[test]
-fn bounce_pool_never_hands_a_slot_to_two_mappings() {
+fn bounce_pool() {
     model(|| {
         let mem = SimMemory::with_base(PhysAddr::new(0x8000_0000), 64 * 1024);
         let pool = Arc::new(
@@ -205,4 +273,23 @@ fn bounce_pool_never_hands_a_slot_to_two_mappings() {
         t2.join().unwrap();
         assert_eq!(pool.free_slots(), pool.total_slots(), "a slot was lost");
     });
+}
+
+#[test]
+fn bounce_pool_never_hands_a_slot_to_two_mappings() {
+    bounce_pool();
+}
+
+#[test]
+fn bounce_pool_never_hands_a_slot_to_two_mappings_fails_with_an_unlocked_choice() {
+    assert_fails(
+        bounce_pool,
+        Mutation::BounceChoiceUnlocked,
+        &[
+            "a slot was shared",
+            "a slot was lost",
+            "first_used",
+            "released but not in use",
+        ],
+    );
 }

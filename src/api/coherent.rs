@@ -431,6 +431,15 @@ where
         self.dma
     }
 
+    /// The CPU address of the first byte, for a HAL whose driver accesses
+    /// shared memory through raw pointers of its own (`virtio-drivers`'
+    /// rings). dmacap itself never makes a reference from it.
+    #[cfg(feature = "virtio")]
+    #[inline]
+    pub(crate) fn cpu_ptr(&self) -> NonNull<u8> {
+        self.ptr.cast()
+    }
+
     /// Bytes allocated and mapped (the contents rounded up to whole
     /// granules).
     #[inline]

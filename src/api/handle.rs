@@ -130,6 +130,7 @@ where
     Buf: DmaBuffer,
     B: Backend,
 {
+    #[inline]
     pub(crate) fn map(device: &'d Device<B>, buf: Buf) -> Result<Self, MapError<Buf>>
     where
         Buf::Target: Transfer<D> + CacheSafe<B::Granule>,
@@ -143,6 +144,7 @@ where
     /// Maps and issues the hand-over to the device without completing it.
     /// The caller must `flush` (unless `SYNC_IS_NOOP`) and then call
     /// [`granted`](Self::granted) before the DMA address reaches a device.
+    #[inline]
     pub(crate) fn map_issue(device: &'d Device<B>, buf: Buf) -> Result<Self, MapError<Buf>>
     where
         Buf::Target: Transfer<D> + CacheSafe<B::Granule>,
@@ -157,6 +159,7 @@ where
     /// time), with `no_bounce` a refusal instead of a bounce, and
     /// `owned_len` the bytes from the buffer's start that are its alone (at
     /// least its length; `0` means just its length).
+    #[inline]
     pub(crate) fn map_issue_with(
         device: &'d Device<B>,
         buf: Buf,
@@ -177,7 +180,10 @@ where
         let granule = <B::Granule as typenum::Unsigned>::USIZE;
         let granule_ok = !check_granule
             || ((cpu.as_ptr() as usize).is_multiple_of(granule) && len.is_multiple_of(granule));
-        let Some(phys) = device.backend().platform().phys_of(cpu, len) else {
+        // SAFETY: `ptr` and `len` describe the buffer just given up, one
+        // live allocation (a `DmaBuffer`'s promise).
+        let phys = unsafe { device.backend().platform().phys_of_allocation(cpu, len) };
+        let Some(phys) = phys else {
             let kind = MapErrorKind::NoPhysAddr {
                 cpu: cpu.as_ptr() as usize,
                 len,
@@ -185,11 +191,9 @@ where
             // SAFETY: as above.
             return Err(unsafe { refuse(ptr, keep, kind) });
         };
-        if phys.last_of(len as u64).is_none() {
-            let kind = MapErrorKind::AddressOverflow { phys, len };
-            // SAFETY: as above.
-            return Err(unsafe { refuse(ptr, keep, kind) });
-        }
+        // `PhysLookup` promises that `phys + len` does not overflow; the
+        // backends' arithmetic relies on it (`MapRequest`'s invariant).
+        debug_assert!(phys.last_of(len as u64).is_some());
         let req = MapRequest {
             cpu,
             phys,
@@ -225,6 +229,25 @@ where
     #[inline]
     pub fn dma_addr(&self) -> DmaAddr {
         self.dma
+    }
+
+    /// From now on the handle reaches its buffer through `ptr`, a pointer
+    /// to the very same bytes with fresher provenance. For HALs whose
+    /// caller hands the buffer back as a new pointer at completion
+    /// (`virtio_drivers::Hal::unshare`), so that the CPU-side sync (an
+    /// invalidate, a bounce copy back) writes through the pointer the
+    /// caller vouches for now, not one it may have invalidated since.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` has the address and the length of the handle's buffer and is
+    /// valid for reads and writes of it, under the same conditions as
+    /// [`DmaBuffer`]'s pointer, until the handle is given up.
+    #[cfg(feature = "virtio")]
+    #[inline]
+    pub(crate) unsafe fn rebase(&mut self, ptr: NonNull<Buf::Target>) {
+        debug_assert_eq!(ptr.cast::<u8>(), self.ptr.cast::<u8>());
+        self.ptr = ptr;
     }
 
     /// Takes the buffer back from the device, making everything it wrote

@@ -13,6 +13,7 @@
 //! - [`width`]: address-width proofs, for maps that cannot fail.
 //! - [`pages`]: page allocations in the ordinary typestate, and maps that
 //!   must never bounce.
+//! - `virtio` (feature `virtio`): a `virtio_drivers::Hal` over a device.
 //!
 //! It builds on the backend layer ([`crate::backend`]) and the base layer
 //! ([`crate::base`]); nothing beneath imports it.
@@ -28,4 +29,6 @@ pub mod noncontig;
 pub mod pages;
 #[cfg(feature = "alloc")]
 pub mod sg;
+#[cfg(feature = "virtio")]
+pub mod virtio;
 pub mod width;

@@ -28,6 +28,7 @@ use crate::base::context::{DeviceConfig, DeviceContext};
 use crate::base::direction::DmaDirection;
 use crate::base::error::MapErrorKind;
 use crate::base::platform::{PhysLookup, Side};
+use crate::sync::{Mutation, mutated, mutation_flag};
 
 /// Attributes of a translation request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -87,7 +88,8 @@ pub unsafe trait Translation: Send + Sync {
     /// access `dir` allows: a buffer (or bounce slot) given up by its owner
     /// for as long as the mapping lives, or, with [`MapAttrs::MMIO`], a
     /// device range that is not RAM Rust code owns. A safe caller could
-    /// otherwise let a device write any memory.
+    /// otherwise let a device write any memory. `len > 0` and `phys + len`
+    /// does not overflow (an implementation adds to `phys` unchecked).
     unsafe fn map(
         &self,
         phys: PhysAddr,
@@ -196,18 +198,30 @@ unsafe impl<C: CacheMaintenance> Coherency for NonCoherent<C> {
 
     #[inline]
     unsafe fn clean(&self, r: CacheRange) -> usize {
+        if mutated(Mutation::DeviceWidePendingFlag) {
+            mutation_flag(core::ptr::from_ref(self).addr(), true);
+        }
         // SAFETY: forwarded.
         unsafe { self.0.clean(r) }
     }
 
     #[inline]
     unsafe fn invalidate(&self, r: CacheRange) -> usize {
+        if mutated(Mutation::DeviceWidePendingFlag) {
+            mutation_flag(core::ptr::from_ref(self).addr(), true);
+        }
         // SAFETY: forwarded.
         unsafe { self.0.invalidate(r) }
     }
 
     #[inline]
     fn complete(&self) -> bool {
+        if mutated(Mutation::DeviceWidePendingFlag)
+            && !mutation_flag(core::ptr::from_ref(self).addr(), false)
+        {
+            // The mutation: "nothing pending on the device, no barrier".
+            return false;
+        }
         self.0.complete();
         true
     }
@@ -588,6 +602,7 @@ where
         &self.platform
     }
 
+    #[inline]
     unsafe fn map(&self, req: &MapRequest<'_>) -> Result<(DmaAddr, Self::State), MapErrorKind> {
         let stats = req.device.stats();
         let bounce = match self.early_bounce_reason(req) {

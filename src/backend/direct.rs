@@ -63,10 +63,18 @@ pub enum WindowError {
 /// assert_eq!(w.phys_to_dma(PhysAddr::new(0x8000_1000), 16), Some(DmaAddr::new(0x1000)));
 /// assert_eq!(w.phys_to_dma(PhysAddr::new(0x1000), 16), None);
 /// ```
+///
+/// # Invariants
+///
+/// `count <= MAX`; `windows[..count]` have non-zero sizes, do not overflow
+/// and do not overlap; `windows[count..]` have size zero. `identity` is true
+/// exactly for the table built by [`identity`](Self::identity), whose one
+/// window is all of the address space, so its lookup is no lookup at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DmaWindows {
     windows: [DmaWindow; DmaWindows::MAX],
     count: usize,
+    identity: bool,
 }
 
 const EMPTY_WINDOW: DmaWindow = DmaWindow {
@@ -87,11 +95,13 @@ impl DmaWindows {
 
     /// DMA address equals physical address, everywhere.
     pub const fn identity() -> Self {
-        Self::single(DmaWindow {
+        let mut table = Self::single(DmaWindow {
             cpu_start: PhysAddr::new(0),
             dma_start: DmaAddr::new(0),
             size: u64::MAX,
-        })
+        });
+        table.identity = true;
+        table
     }
 
     /// One window. Panics in const context if it overflows; use
@@ -102,7 +112,11 @@ impl DmaWindows {
         assert!(window.dma_start.checked_add(window.size - 1).is_some());
         let mut windows = [EMPTY_WINDOW; Self::MAX];
         windows[0] = window;
-        Self { windows, count: 1 }
+        Self {
+            windows,
+            count: 1,
+            identity: false,
+        }
     }
 
     /// A table of several windows, checked.
@@ -132,23 +146,39 @@ impl DmaWindows {
         Ok(Self {
             windows,
             count: list.len(),
+            identity: false,
         })
     }
 
     /// The windows.
     pub fn as_slice(&self) -> &[DmaWindow] {
-        &self.windows[..self.count]
+        &self.windows[..self.count.min(Self::MAX)]
     }
 
     /// The DMA address of `len` bytes at `phys`, if one window holds all of
     /// them. This is the forward translation done once, at map time.
     #[inline]
     pub fn phys_to_dma(&self, phys: PhysAddr, len: u64) -> Option<DmaAddr> {
-        let last = phys.last_of(len)?.as_u64();
-        self.as_slice().iter().find_map(|w| {
-            let start = w.cpu_start.as_u64();
-            let off = phys.as_u64().checked_sub(start)?;
-            (last - start < w.size).then(|| DmaAddr::new(w.dma_start.as_u64() + off))
+        // Checked here, so that the lookup below may assume it: a public
+        // caller can pass anything.
+        phys.last_of(len)?;
+        self.lookup(phys, len)
+    }
+
+    /// [`phys_to_dma`](Self::phys_to_dma) for `len > 0` and `phys + len`
+    /// not overflowing (what `PhysLookup` promises for every mapping).
+    #[inline(always)]
+    fn lookup(&self, phys: PhysAddr, len: u64) -> Option<DmaAddr> {
+        if self.identity {
+            return Some(DmaAddr::new(phys.as_u64()));
+        }
+        // Unused slots have size 0 and never match, so the walk needs no
+        // bounds check on `count`; it stops at the first hit.
+        self.windows.iter().take(self.count).find_map(|w| {
+            let off = phys.as_u64().wrapping_sub(w.cpu_start.as_u64());
+            // Inside the window from `off`, and `len` more bytes still are
+            // (`off < size`, so `size - off` cannot underflow).
+            (off < w.size && len <= w.size - off).then(|| DmaAddr::new(w.dma_start.as_u64() + off))
         })
     }
 
@@ -183,8 +213,13 @@ impl Default for DmaWindows {
 /// routes `[dma, dma + len)` to exactly `[phys, phys + len)`, and
 /// `dma + len` does not overflow; [`bus_to_phys`](Self::bus_to_phys) is
 /// its inverse (the hardware's routing, used only by simulated devices).
+/// Both hold for every `len > 0` with `phys + len` not overflowing: dmacap
+/// calls `phys_to_dma` only with such ranges (what
+/// [`PhysLookup`](crate::platform::PhysLookup) promises), and an
+/// implementation may assume it (the identity needs no check).
 pub unsafe trait BusWindows: Clone + Send + Sync + core::fmt::Debug {
     /// The DMA address of `len` bytes at `phys`, if one window holds them.
+    /// Called with `len > 0` and `phys + len` not overflowing.
     fn phys_to_dma(&self, phys: PhysAddr, len: u64) -> Option<DmaAddr>;
 
     /// The physical address behind `dma`, and how many bytes from there the
@@ -196,9 +231,11 @@ pub unsafe trait BusWindows: Clone + Send + Sync + core::fmt::Debug {
 // overlap); `phys_to_dma` maps a range inside one window by its offset, and
 // `bus_to_phys` inverts it.
 unsafe impl BusWindows for DmaWindows {
-    #[inline]
+    #[inline(always)]
     fn phys_to_dma(&self, phys: PhysAddr, len: u64) -> Option<DmaAddr> {
-        DmaWindows::phys_to_dma(self, phys, len)
+        // The trait's callers pass non-wrapping ranges (see its contract).
+        debug_assert!(phys.last_of(len).is_some());
+        self.lookup(phys, len)
     }
 
     #[inline]
@@ -213,11 +250,12 @@ unsafe impl BusWindows for DmaWindows {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IdentityBus;
 
-// SAFETY: the identity: `dma = phys`, refused only if the range overflows.
+// SAFETY: the identity: `dma = phys`; `dma + len` does not overflow because
+// `phys + len` does not (the trait's domain).
 unsafe impl BusWindows for IdentityBus {
     #[inline(always)]
     fn phys_to_dma(&self, phys: PhysAddr, len: u64) -> Option<DmaAddr> {
-        phys.last_of(len)?;
+        debug_assert!(phys.last_of(len).is_some());
         Some(DmaAddr::new(phys.as_u64()))
     }
 
@@ -260,9 +298,26 @@ impl<W: BusWindows> Direct<W> {
     }
 
     /// The DMA address of `len` bytes at `phys` for a device with `cfg`'s
-    /// mask: the forward translation, done once at map time.
+    /// mask: the forward translation, done once at map time. An empty or
+    /// wrapping range is refused with `NoDmaWindow`.
     #[inline]
     pub fn translate(
+        &self,
+        phys: PhysAddr,
+        len: usize,
+        cfg: &DeviceConfig,
+    ) -> Result<DmaAddr, MapErrorKind> {
+        if phys.last_of(len as u64).is_none() {
+            return Err(MapErrorKind::NoDmaWindow { phys, len });
+        }
+        self.translate_unwrapped(phys, len, cfg)
+    }
+
+    /// [`translate`](Self::translate) for `len > 0` and `phys + len` not
+    /// overflowing, what every mapping request carries (`MapRequest`'s
+    /// invariant): a window lookup and a mask compare, nothing checked twice.
+    #[inline(always)]
+    fn translate_unwrapped(
         &self,
         phys: PhysAddr,
         len: usize,
@@ -273,7 +328,8 @@ impl<W: BusWindows> Direct<W> {
             .phys_to_dma(phys, len as u64)
             .ok_or(MapErrorKind::NoDmaWindow { phys, len })?;
         let mask = cfg.mask();
-        if !mask.covers(dma, len as u64) {
+        // `BusWindows` promises `dma + len` does not overflow.
+        if !mask.covers_unwrapped(dma, len as u64) {
             return Err(MapErrorKind::BeyondMask { dma, len, mask });
         }
         Ok(dma)
@@ -312,7 +368,7 @@ unsafe impl<W: BusWindows> Translation for Direct<W> {
         1
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn map(
         &self,
         phys: PhysAddr,
@@ -321,7 +377,9 @@ unsafe impl<W: BusWindows> Translation for Direct<W> {
         _: MapAttrs,
         dev: &DeviceContext,
     ) -> Result<(DmaAddr, ()), MapErrorKind> {
-        self.translate(phys, len, dev.config()).map(|dma| (dma, ()))
+        // `phys + len` does not overflow: the `Translation::map` contract.
+        self.translate_unwrapped(phys, len, dev.config())
+            .map(|dma| (dma, ()))
     }
 
     #[inline(always)]
@@ -427,5 +485,61 @@ mod tests {
             Some((PhysAddr::new(0x2010), 0xff0))
         );
         assert_eq!(t.bus_to_phys(DmaAddr::new(0x30_0000)), None);
+    }
+
+    /// The unchecked window walk against the obvious definition, over every
+    /// start and length around three windows, plus the top of the address
+    /// space (where only the public entry's wrap check stands between a
+    /// caller and a wrong answer).
+    #[test]
+    fn window_walk_matches_its_definition() {
+        let list = [
+            w(0x100, 0x1000, 0x40),
+            w(0x180, 0x2000, 0x10),
+            w(0x200, 0, 0x80),
+        ];
+        let t = DmaWindows::new(&list).unwrap();
+        for phys in 0xf0..0x290u64 {
+            for len in 1..0x90u64 {
+                let want = list.iter().find_map(|w| {
+                    let (s, e) = (w.cpu_start.as_u64(), w.cpu_start.as_u64() + w.size);
+                    (phys >= s && phys + len <= e)
+                        .then(|| DmaAddr::new(w.dma_start.as_u64() + (phys - s)))
+                });
+                assert_eq!(
+                    t.phys_to_dma(PhysAddr::new(phys), len),
+                    want,
+                    "{phys:#x}+{len:#x}"
+                );
+            }
+        }
+        let top = DmaWindows::new(&[w(u64::MAX - 0xfff, 0, 0x1000)]).unwrap();
+        assert_eq!(
+            top.phys_to_dma(PhysAddr::new(u64::MAX), 1),
+            Some(DmaAddr::new(0xfff))
+        );
+        assert_eq!(top.phys_to_dma(PhysAddr::new(u64::MAX), 2), None);
+        assert_eq!(top.phys_to_dma(PhysAddr::new(u64::MAX - 0xfff), 0), None);
+        let id = DmaWindows::identity();
+        assert_eq!(id.phys_to_dma(PhysAddr::new(u64::MAX), 2), None);
+        assert_eq!(
+            id.phys_to_dma(PhysAddr::new(0x1234), 8),
+            Some(DmaAddr::new(0x1234))
+        );
+        let cfg = DeviceConfig::new().dma_mask(crate::DmaMask::bits(32));
+        let direct = Direct::new(DmaWindows::identity());
+        assert!(matches!(
+            direct.translate(PhysAddr::new(u64::MAX), 2, &cfg),
+            Err(MapErrorKind::NoDmaWindow { .. })
+        ));
+        assert!(matches!(
+            direct.translate(PhysAddr::new(0xffff_fff0), 0x11, &cfg),
+            Err(MapErrorKind::BeyondMask { .. })
+        ));
+        assert!(
+            direct
+                .translate(PhysAddr::new(0xffff_fff0), 0x10, &cfg)
+                .is_ok()
+        );
     }
 }

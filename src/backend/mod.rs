@@ -91,8 +91,9 @@ impl PhysSlot for NoPhys {
 
 /// A request to map one physically contiguous range.
 ///
-/// dmacap has already checked that `len` is not zero and that
-/// `phys + len` does not overflow.
+/// `len` is never zero (dmacap refuses empty buffers first) and
+/// `phys + len` does not overflow (the platform's [`PhysLookup`] promise),
+/// so a backend adds to `phys` without checking.
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct MapRequest<'a> {

@@ -5,7 +5,7 @@
 
 use crate::base::addr::DmaMask;
 use crate::base::platform::DeviceId;
-use crate::sync::{AtomicUsize, Ordering, bump};
+use crate::sync::{AtomicUsize, Mutation, Ordering, bump, mutated};
 
 /// A device's addressing limits and trust, as a driver declares them at
 /// probe time (Linux's `dma_set_mask`, `dma_set_max_seg_size`,
@@ -185,11 +185,13 @@ impl DeviceStats {
     }
 
     /// Counts one IOTLB invalidation.
+    #[inline]
     pub fn add_iotlb_invalidation(&self) {
         self.iotlb_invalidations.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one bounced mapping of `bytes`.
+    #[inline]
     pub fn add_bounced(&self, bytes: usize) {
         // Exact: a bounce costs a copy anyway, and callers count on it.
         self.bounced.fetch_add(1, Ordering::Relaxed);
@@ -197,21 +199,35 @@ impl DeviceStats {
     }
 
     /// Counts `n` completion barriers.
+    #[inline]
     pub fn add_barriers(&self, n: usize) {
         self.barriers.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Counts `n` cleaned lines.
+    #[inline(always)]
     pub fn add_lines_cleaned(&self, n: usize) {
-        bump(&self.lines_cleaned, n);
+        // Zero (a coherent backend's every call) folds away: no store.
+        if n != 0 {
+            bump(&self.lines_cleaned, n);
+        }
     }
 
     /// Counts `n` invalidated lines.
+    #[inline(always)]
     pub fn add_lines_invalidated(&self, n: usize) {
-        bump(&self.lines_invalidated, n);
+        if n != 0 {
+            bump(&self.lines_invalidated, n);
+        }
     }
 
     pub(crate) fn record_leak(&self, bytes: usize) {
+        if mutated(Mutation::LeakCountLoadStore) {
+            // The mutation: a load and a store (`bump`), not an atomic add.
+            bump(&self.leaked, 1);
+            bump(&self.leaked_bytes, bytes);
+            return;
+        }
         self.leaked.fetch_add(1, Ordering::Relaxed);
         self.leaked_bytes.fetch_add(bytes, Ordering::Relaxed);
     }

@@ -26,6 +26,21 @@ pub unsafe trait PhysLookup {
     /// `None` when they are not contiguous, pinned RAM.
     fn phys_of(&self, cpu: NonNull<u8>, len: usize) -> Option<PhysAddr>;
 
+    /// [`phys_of`](Self::phys_of) for bytes the caller knows to be part of
+    /// one live Rust allocation, which never wraps around the address space
+    /// (`cpu + len` fits in a `usize`). dmacap maps through this; a platform
+    /// whose check in `phys_of` is only about that wrap (the identity) may
+    /// skip it here. The default is `phys_of`.
+    ///
+    /// # Safety
+    ///
+    /// The caller promises that the `len` bytes at `cpu` lie inside one
+    /// allocated object that is live for the duration of the call.
+    #[inline(always)]
+    unsafe fn phys_of_allocation(&self, cpu: NonNull<u8>, len: usize) -> Option<PhysAddr> {
+        self.phys_of(cpu, len)
+    }
+
     /// Told whenever memory a device reaches changes hands: the range the
     /// device works on (the buffer itself, or its bounce slot) and the
     /// device it is given to or taken back from. Real platforms ignore it
@@ -90,6 +105,12 @@ unsafe impl<P: PhysLookup + ?Sized> PhysLookup for &P {
     }
 
     #[inline(always)]
+    unsafe fn phys_of_allocation(&self, cpu: NonNull<u8>, len: usize) -> Option<PhysAddr> {
+        // SAFETY: the caller's promise, passed on unchanged.
+        unsafe { (**self).phys_of_allocation(cpu, len) }
+    }
+
+    #[inline(always)]
     unsafe fn ownership_changed(&self, cpu: NonNull<u8>, len: usize, to: Side, device: DeviceId) {
         // SAFETY: the caller's promise, passed on unchanged.
         unsafe { (**self).ownership_changed(cpu, len, to, device) }
@@ -102,6 +123,12 @@ unsafe impl<P: PhysLookup + ?Sized> PhysLookup for alloc::sync::Arc<P> {
     #[inline]
     fn phys_of(&self, cpu: NonNull<u8>, len: usize) -> Option<PhysAddr> {
         (**self).phys_of(cpu, len)
+    }
+
+    #[inline(always)]
+    unsafe fn phys_of_allocation(&self, cpu: NonNull<u8>, len: usize) -> Option<PhysAddr> {
+        // SAFETY: the caller's promise, passed on unchanged.
+        unsafe { (**self).phys_of_allocation(cpu, len) }
     }
 
     #[inline(always)]
@@ -154,6 +181,15 @@ unsafe impl PhysLookup for IdentityMap {
         // compiler folds the two into one.
         start.last_of(len as u64)?;
         Some(start)
+    }
+
+    #[inline(always)]
+    unsafe fn phys_of_allocation(&self, cpu: NonNull<u8>, len: usize) -> Option<PhysAddr> {
+        // The caller promised one live allocation: `cpu + len` fits in a
+        // `usize` (Rust allocations never wrap), so `p + len` cannot
+        // overflow and there is nothing to check.
+        let _ = len;
+        Some(PhysAddr::new(cpu.as_ptr() as usize as u64))
     }
 }
 

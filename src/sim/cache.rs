@@ -218,7 +218,8 @@ impl Shadow {
 /// [`CacheMaintenance`] of non-coherent simulated RAM.
 ///
 /// Made by [`SimMemory::cache`]; cloning shares the same cache. Ranges
-/// outside the RAM are not cached by it, and are ignored.
+/// outside the RAM, and shared uncached allocations (a coherent
+/// allocation's memory once shared), are not cached by it, and are ignored.
 ///
 /// # Example
 ///
@@ -400,7 +401,8 @@ impl SimCache {
             "cache maintenance of {:#x}: physical address does not match the CPU address",
             r.cpu_addr()
         );
-        Some(off)
+        // An uncached allocation has no line in the cache: nothing to do.
+        (!self.mem.is_uncached(off, r.len)).then_some(off)
     }
 }
 

@@ -90,9 +90,11 @@ const RAM_ALIGN: usize = 4096;
 /// the ranges are disjoint, and no CPU reference to those bytes exists (the promise of
 /// [`PhysLookup::ownership_changed`]). `cache` is `Some` for non-coherent
 /// RAM: then the block is the CPU's (cached) view, and the model holds
-/// memory as the device sees it, `size` bytes indexed by offset. The
-/// simulator touches block bytes (beyond allocation) only with the model's
-/// shadow lock held; lock order: `granted`, then the shadow.
+/// memory as the device sees it, `size` bytes indexed by offset, except in
+/// `uncached` allocations, where the block is memory for CPU and device
+/// alike. The simulator touches block bytes (beyond allocation) only with
+/// the model's shadow lock held, or the grant table's for uncached ranges;
+/// lock order: `granted`, then the shadow, then `uncached` (a leaf).
 struct Ram {
     base: NonNull<u8>,
     size: usize,
@@ -101,6 +103,14 @@ struct Ram {
     free: Mutex<Vec<(usize, usize)>>,
     granted: Mutex<BTreeMap<usize, Grant>>,
     cache: Option<CacheModel>,
+    /// Uncached allocations of non-coherent RAM: offset to length, and
+    /// whether they were shared ([`DmaAllocator::make_visible`], the start
+    /// of a coherent allocation's shared phase). A shared one has no line in
+    /// the cache: the CPU's view *is* memory there, for every access.
+    uncached: Mutex<BTreeMap<usize, (usize, bool)>>,
+    /// Whether host memory outside the block has a physical identity
+    /// ([`SimMemory::accept_host_memory`]).
+    host: core::sync::atomic::AtomicBool,
 }
 
 // SAFETY: the RAM block is plain bytes; who may touch which part is decided
@@ -222,6 +232,8 @@ impl SimMemory {
                 free: Mutex::new(std::vec![(0, size)]),
                 granted: Mutex::new(BTreeMap::new()),
                 cache,
+                uncached: Mutex::new(BTreeMap::new()),
+                host: core::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -265,6 +277,7 @@ impl SimMemory {
         let mut shadow = model.shadow();
         granted
             .iter()
+            .filter(|&(&off, g)| !self.is_uncached(off, g.len))
             .map(|(&off, g)| {
                 // SAFETY: the grant's pointer is valid for its `len` bytes,
                 // which lie at `off` in the block, and no CPU reference to
@@ -280,6 +293,67 @@ impl SimMemory {
     /// The first physical address.
     pub fn phys_base(&self) -> PhysAddr {
         self.ram.phys_base
+    }
+
+    /// Where ordinary host memory appears once
+    /// [`accept_host_memory`](Self::accept_host_memory) is called: 2^56,
+    /// beyond every simulated bus window that a test sets up for its RAM,
+    /// beyond a 32-bit or 48-bit mask, and beyond an IOMMU's 52-bit
+    /// physical output.
+    pub const HOST_PHYS_BASE: u64 = 1 << 56;
+
+    /// The platform hook for ordinary host memory beside the simulated RAM
+    /// (a stack or heap buffer): from now on, [`PhysLookup::phys_of`]
+    /// gives such memory a physical identity in the *host window*,
+    /// [`HOST_PHYS_BASE`](Self::HOST_PHYS_BASE) plus its host address,
+    /// instead of refusing it.
+    ///
+    /// No simulated device reaches the host window (it is not RAM:
+    /// [`SimFault::NotRam`](super::SimFault::NotRam)), like the private
+    /// memory of a confidential guest. So a backend that translates it
+    /// directly refuses it at map time (`NoDmaWindow` when the bus windows
+    /// cover only the RAM, `BeyondMask` under a mask, `NoDmaWindow` behind
+    /// an IOMMU, whose output stops at 2^52), and a backend with a bounce
+    /// pool serves it by copying into a slot in the RAM, as swiotlb does.
+    /// Without this hook such memory has no physical address at all and
+    /// every backend refuses it with `NoPhysAddr`.
+    ///
+    /// It cannot be undone: mappings made meanwhile rely on the answer.
+    ///
+    /// ```
+    /// use core::ptr::NonNull;
+    /// use dmacap::platform::PhysLookup;
+    /// use dmacap::sim::SimMemory;
+    /// use dmacap::PhysAddr;
+    ///
+    /// let ram = SimMemory::with_base(PhysAddr::new(0x8000_0000), 1 << 16);
+    /// let on_stack = [0u8; 16];
+    /// let p = NonNull::from(&on_stack).cast::<u8>();
+    /// assert_eq!(ram.phys_of(p, 16), None);
+    /// ram.accept_host_memory();
+    /// let phys = ram.phys_of(p, 16).unwrap();
+    /// assert!(phys.as_u64() >= SimMemory::HOST_PHYS_BASE);
+    /// assert!(!ram.contains(phys, 16)); // not RAM: no device reaches it
+    /// ```
+    pub fn accept_host_memory(&self) {
+        self.ram
+            .host
+            .store(true, core::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether [`accept_host_memory`](Self::accept_host_memory) was called.
+    pub fn accepts_host_memory(&self) -> bool {
+        self.ram.host.load(core::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether `[off, off + len)` lies in one uncached allocation that was
+    /// shared: memory no cache line holds.
+    pub(super) fn is_uncached(&self, off: usize, len: usize) -> bool {
+        let uncached = self.ram.uncached.lock().unwrap_or_else(|e| e.into_inner());
+        uncached
+            .range(..=off)
+            .next_back()
+            .is_some_and(|(&o, &(l, shared))| shared && off + len <= o + l)
     }
 
     /// The size in bytes.
@@ -317,6 +391,15 @@ impl SimMemory {
             let pad = aligned - start;
             if len < pad || len - pad < size {
                 continue;
+            }
+            if crate::sync::mutated(crate::sync::Mutation::SimAllocChoiceUnlocked) {
+                // The mutation: the lock is released between choosing the
+                // range and taking it (the choice is not checked again).
+                drop(free);
+                free = self.free_list();
+                if i >= free.len() {
+                    free.push((start, len));
+                }
             }
             let tail = len - pad - size;
             match (pad, tail) {
@@ -506,8 +589,16 @@ impl SimMemory {
     ) -> Result<(), PhysAccessError> {
         let mut at = 0;
         if let Some(model) = self.model() {
-            return self.with_granted(device, phys, out.len(), |_, off, n| {
-                model.shadow().read_ram(off, &mut out[at..at + n]);
+            return self.with_granted(device, phys, out.len(), |src, off, n| {
+                if self.is_uncached(off, n) {
+                    // SAFETY: as in the coherent case below: granted, so
+                    // valid and unreferenced; `out` is distinct.
+                    unsafe {
+                        core::ptr::copy_nonoverlapping(src.as_ptr(), out[at..].as_mut_ptr(), n)
+                    };
+                } else {
+                    model.shadow().read_ram(off, &mut out[at..at + n]);
+                }
                 at += n;
             });
         }
@@ -568,8 +659,13 @@ impl SimMemory {
     ) -> Result<(), PhysAccessError> {
         let mut at = 0;
         if let Some(model) = self.model() {
-            return self.with_granted(device, phys, data.len(), |_, off, n| {
-                model.shadow().write_ram(off, &data[at..at + n]);
+            return self.with_granted(device, phys, data.len(), |dst, off, n| {
+                if self.is_uncached(off, n) {
+                    // SAFETY: as in the coherent case below.
+                    unsafe { core::ptr::copy_nonoverlapping(data[at..].as_ptr(), dst.as_ptr(), n) };
+                } else {
+                    model.shadow().write_ram(off, &data[at..at + n]);
+                }
                 at += n;
             });
         }
@@ -585,11 +681,19 @@ impl SimMemory {
 // SAFETY: an address inside the RAM block maps to `phys_base` plus its
 // offset, contiguously, for as long as the block lives (every buffer and
 // every handle's `Keep` holds a clone, so it outlives its mappings); the
-// whole range must lie inside the block.
+// whole range must lie inside the block. With the host-memory hook, any
+// other range maps to the host window, contiguously (its host address plus
+// a constant, refused if it would leave the window); host memory never
+// moves while Rust owns it, and no simulated device can reach the window
+// (it is not RAM), so the only use a backend can make of the answer is to
+// refuse it or to bounce it.
 unsafe impl PhysLookup for SimMemory {
     fn phys_of(&self, cpu: NonNull<u8>, len: usize) -> Option<PhysAddr> {
-        let off = self.cpu_offset(cpu, len)?;
-        self.ram.phys_base.checked_add(off as u64)
+        match self.cpu_offset(cpu, len) {
+            Some(off) => self.ram.phys_base.checked_add(off as u64),
+            None if self.accepts_host_memory() => host_phys(cpu, len),
+            None => None,
+        }
     }
 
     unsafe fn ownership_changed(&self, cpu: NonNull<u8>, len: usize, to: Side, device: DeviceId) {
@@ -658,7 +762,9 @@ impl SimMemory {
             .next_back()
             .is_some_and(|(&g, grant)| off + len <= g + grant.len);
         assert!(inside, "shared access to memory no device shares");
-        let r = f(self.model(), off);
+        // An uncached allocation has no cache line: the CPU's view is memory.
+        let model = self.model().filter(|_| !self.is_uncached(off, len));
+        let r = f(model, off);
         drop(granted);
         r
     }
@@ -668,9 +774,14 @@ impl SimMemory {
 // allocator (exclusively the caller's until `free` releases it), zeroed in
 // the CPU's view and in memory alike, contiguous from its physical address,
 // and refused if its last byte lies above `max_phys`; alignment is at most a
-// page, the block's own. (2) Shared accesses of non-coherent RAM go to
-// memory itself, past the simulated cache, as an uncached mapping does; on
-// coherent RAM the CPU and devices share the block. (3) `read_shared` and
+// page, the block's own. (2) An uncached allocation of non-coherent RAM
+// is recorded as such, and once shared (`make_visible`, which writes its
+// lines back first) no cache line holds it: the CPU (through any pointer,
+// the shared accessors or a driver's own, as `virtio-drivers` reads its
+// rings), cache maintenance (ignored there) and devices all use the block,
+// as with an uncached mapping; memory allocated cached is reached past the
+// cache by the shared accessors; on coherent RAM the CPU and devices share
+// the block. (3) `read_shared` and
 // `write_shared` hold the grant table's lock, which every device access
 // holds too, so they never race a device access. (4) `make_visible` writes
 // back the range's dirty lines.
@@ -680,7 +791,7 @@ unsafe impl crate::base::platform::DmaAllocator for SimMemory {
         size: usize,
         align: usize,
         max_phys: u64,
-        _uncached: bool,
+        uncached: bool,
     ) -> Option<NonNull<u8>> {
         if size == 0 {
             return None;
@@ -698,6 +809,10 @@ unsafe impl crate::base::platform::DmaAllocator for SimMemory {
         unsafe { ptr.write_bytes(0, size) };
         if let Some(mut shadow) = shadow {
             shadow.zero(off, size);
+            if uncached {
+                let mut u = self.ram.uncached.lock().unwrap_or_else(|e| e.into_inner());
+                u.insert(off, (size, false));
+            }
         }
         Some(ptr)
     }
@@ -706,6 +821,11 @@ unsafe impl crate::base::platform::DmaAllocator for SimMemory {
         let off = self
             .cpu_offset(ptr, size)
             .expect("freeing memory this simulated RAM did not allocate");
+        self.ram
+            .uncached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&off);
         self.release(off, size);
     }
 
@@ -716,6 +836,14 @@ unsafe impl crate::base::platform::DmaAllocator for SimMemory {
         // SAFETY: the bytes are an allocation of this RAM that no reference
         // uses any more (caller), at `off` in the block.
         unsafe { model.shadow().evict(ptr, off, len) };
+        // An uncached allocation is shared from now on: the CPU's view and
+        // memory are one (written back just above, so they agree).
+        let mut u = self.ram.uncached.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((l, shared)) = u.get_mut(&off) {
+            if len <= *l {
+                *shared = true;
+            }
+        }
     }
 
     unsafe fn read_shared<T: zerocopy::FromBytes>(&self, src: NonNull<T>) -> T {
@@ -766,6 +894,15 @@ impl SimMemory {
         let off = (cpu.as_ptr() as usize).checked_sub(base)?;
         (off.checked_add(len)? <= self.ram.size).then_some(off)
     }
+}
+
+/// The host window's address of `len` bytes of host memory at `cpu`
+/// ([`SimMemory::accept_host_memory`]), if the range fits in the window's
+/// 2^56 bytes.
+fn host_phys(cpu: NonNull<u8>, len: usize) -> Option<PhysAddr> {
+    let addr = cpu.as_ptr() as usize as u64;
+    let end = addr.checked_add(len as u64)?;
+    (end <= SimMemory::HOST_PHYS_BASE).then(|| PhysAddr::new(SimMemory::HOST_PHYS_BASE + addr))
 }
 
 /// A buffer in simulated RAM: a `T` or `[T]` that knows its physical

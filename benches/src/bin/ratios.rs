@@ -182,7 +182,9 @@ fn target4(t: &Table) {
         let flat = (1.0 / 1.1..=1.1).contains(&r.median);
         t.row(4, &name, r, "within 1.1", Some(flat));
     }
-    let pairs_per_block = 20_000;
+    // Long enough (about 1.5 ms per thread) that starting the threads
+    // is a few per cent of a block, not most of it.
+    let pairs_per_block = 200_000;
     let on = |threads: usize, f: &(dyn Fn() + Sync)| {
         let start = Barrier::new(threads);
         std::thread::scope(|s| {

@@ -72,7 +72,7 @@ use core::ptr::NonNull;
 use crate::backend::compose::{BounceReason, BounceSlot};
 use crate::base::addr::PhysAddr;
 use crate::base::error::MapErrorKind;
-use crate::sync::{Mutex, cpu_hint, lock};
+use crate::sync::{SpinMutex, cpu_hint, spin_lock};
 
 use area::{Area, SlotMeta};
 use placement::Placement;
@@ -111,7 +111,20 @@ pub struct Swiotlb {
     phys: PhysAddr,
     nslots: usize,
     per_area: usize,
-    areas: Box<[Mutex<Area>]>,
+    areas: Box<[AreaLock]>,
+}
+
+/// One area behind its lock, alone in its cache lines (two CPUs working in
+/// two areas never write the same line). A spin lock: held for one bitmap
+/// search or update, and its unlock is a plain store.
+#[repr(align(64))]
+struct AreaLock(SpinMutex<Area>);
+
+impl AreaLock {
+    #[inline(always)]
+    fn lock(&self) -> impl core::ops::DerefMut<Target = Area> + '_ {
+        spin_lock(&self.0)
+    }
 }
 
 // SAFETY: the pool owns its memory (contract of `new`); `base` is only used
@@ -167,7 +180,7 @@ impl Swiotlb {
                 } else {
                     per_area
                 };
-                Mutex::new(Area::new(len))
+                AreaLock(SpinMutex::new(Area::new(len)))
             })
             .collect();
         assert!(
@@ -194,7 +207,7 @@ impl Swiotlb {
     /// Slots not held by a mapping. Each area is counted under its lock,
     /// so the sum is exact when no mapping is made or torn down meanwhile.
     pub fn free_slots(&self) -> usize {
-        self.areas.iter().map(|a| lock(a).free()).sum()
+        self.areas.iter().map(|a| a.lock().free()).sum()
     }
 
     /// Slots held by live mappings (and by leaked ones, forever).
@@ -242,7 +255,7 @@ impl Swiotlb {
         }
         let off = (phys.as_u64() - self.phys.as_u64()) as usize;
         let (a, i) = self.area_of(off / SLOT_SIZE);
-        let meta = lock(&self.areas[a]).meta(i)?;
+        let meta = self.areas[a].lock().meta(i)?;
         let in_slot = off % SLOT_SIZE;
         (usize::from(meta.lo) <= in_slot && in_slot < usize::from(meta.hi))
             .then(|| PhysAddr::new(meta.orig.wrapping_add(in_slot as u64)))
@@ -255,9 +268,15 @@ impl Swiotlb {
         let first = cpu_hint() % count;
         (0..count).map(|k| (first + k) % count).find_map(|a| {
             let start = a * self.per_area;
-            let mut area = lock(&self.areas[a]);
+            let mut area = self.areas[a].lock();
             let slot_phys = |i: usize| self.phys.as_u64() + ((start + i) * SLOT_SIZE) as u64;
             let i = area.find(p.slots, |i| p.fits(slot_phys(i)))?;
+            if crate::sync::mutated(crate::sync::Mutation::BounceChoiceUnlocked) {
+                // The mutation: the lock is released between finding the
+                // run and taking it.
+                drop(area);
+                area = self.areas[a].lock();
+            }
             // Slot `k` starts `k * SLOT_SIZE - offset` bytes after the
             // original's first byte; the copy covers `[offset, offset + len)`
             // of the region.
@@ -385,7 +404,7 @@ impl Swiotlb {
         );
         // A region never spans two areas: it was found inside one.
         let (a, i) = self.area_of(first);
-        lock(&self.areas[a]).give_back(i, n);
+        self.areas[a].lock().give_back(i, n);
     }
 }
 

@@ -15,7 +15,7 @@ use crate::base::addr::{DmaAddr, PhysAddr};
 use crate::base::context::{DeviceConfig, DeviceContext};
 use crate::base::direction::DmaDirection;
 use crate::base::error::MapErrorKind;
-use crate::sync::{AtomicUsize, Mutex, Ordering, bump, lock};
+use crate::sync::{AtomicUsize, Mutation, Mutex, Ordering, bump, lock, mutated};
 
 /// One device's IOMMU domain: an IOVA allocator, an I/O page table, and
 /// the hardware `H` whose IOTLB caches it.
@@ -192,7 +192,17 @@ impl<H: IommuHardware> IommuDomain<H> {
         if more.is_empty() {
             return;
         }
-        self.hw.invalidate_all();
+        if mutated(Mutation::LazyFreeBeforeInvalidate) {
+            // The mutation: freed first, invalidated after.
+            for a in more.drain(..) {
+                // SAFETY: none: this breaks `free`'s contract on purpose
+                // (the loom models' mutation; never in a real build).
+                unsafe { self.iova.free(a) };
+            }
+        }
+        if !mutated(Mutation::LazyNoInvalidate) {
+            self.hw.invalidate_all();
+        }
         self.complete_invalidation(dev);
         for a in more {
             // SAFETY: allocated here; its entries were cleared before it
@@ -217,12 +227,27 @@ impl<H: IommuHardware> IommuDomain<H> {
     /// Invalidates a strict-mode gather's span, waits, frees its ranges.
     fn complete_gather(&self, g: Gathered, dev: &DeviceContext) {
         let (start, end) = g.span();
+        let mut allocs = g.into_allocs();
+        if mutated(Mutation::StrictFreeBeforeInvalidate) {
+            // The mutation: freed first, invalidated after.
+            for a in allocs.drain(..) {
+                // SAFETY: none: this breaks `free`'s contract on purpose
+                // (the loom models' mutation; never in a real build).
+                unsafe { self.iova.free(a) };
+            }
+        }
         self.hw.invalidate_range(
             DmaAddr::new(start << PAGE_SHIFT),
             (end - start) << PAGE_SHIFT,
         );
-        self.complete_invalidation(dev);
-        for a in g.into_allocs() {
+        if mutated(Mutation::StrictIssueWithoutSync) {
+            // The mutation: issued, counted, never waited for.
+            self.invalidations.fetch_add(1, Ordering::Relaxed);
+            dev.stats().add_iotlb_invalidation();
+        } else {
+            self.complete_invalidation(dev);
+        }
+        for a in allocs {
             // SAFETY: allocated here; its entries were cleared by `unmap`
             // and the invalidation of a span covering it has completed.
             unsafe { self.iova.free(a) };
@@ -314,9 +339,9 @@ unsafe impl<H: IommuHardware> Translation for IommuDomain<H> {
     ) -> Result<(DmaAddr, ()), MapErrorKind> {
         self.check_trust(dev.config())?;
         if !Self::phys_fits(phys, len) {
-            return Err(MapErrorKind::Backend(
-                "the physical range lies beyond the IOMMU's 52-bit output",
-            ));
+            // The device cannot reach it through this domain: the
+            // addressing refusal, which a composition with a pool bounces.
+            return Err(MapErrorKind::NoDmaWindow { phys, len });
         }
         let p = phys.as_u64();
         let pages = pages_spanned(p, len as u64);
@@ -343,6 +368,12 @@ unsafe impl<H: IommuHardware> Translation for IommuDomain<H> {
         let d = dma.as_u64();
         let pages = pages_spanned(d, len as u64);
         let page = DmaAddr::new(d - page_offset(d));
+        let queued_early = mutated(Mutation::LazyQueueBeforeClear) && self.mode.is_lazy();
+        if queued_early {
+            // The mutation: queued (and so flushable and freeable by any
+            // thread) before its entries are cleared.
+            self.retire(IovaAlloc::from_mapping(d >> PAGE_SHIFT, pages), dev);
+        }
         let cleared = lock(&self.table).unmap_pages(page, pages);
         // Fewer entries than the handle says means the table and the
         // handles disagree about who owns which IOVA: freeing the range
@@ -352,7 +383,9 @@ unsafe impl<H: IommuHardware> Translation for IommuDomain<H> {
             cleared, pages,
             "IOMMU unmap of {pages} pages at {page} cleared {cleared} entries"
         );
-        self.retire(IovaAlloc::from_mapping(d >> PAGE_SHIFT, pages), dev);
+        if !queued_early {
+            self.retire(IovaAlloc::from_mapping(d >> PAGE_SHIFT, pages), dev);
+        }
     }
 
     fn flush(&self, dev: &DeviceContext) {
@@ -385,7 +418,7 @@ impl<H: IommuHardware> Drop for IommuDomain<H> {
         self.hw.invalidate_all();
         self.hw.sync();
         let mut table = lock(&self.table);
-        if table.has_mappings() {
+        if table.has_mappings() && !mutated(Mutation::DomainDropFreesLiveTables) {
             // A mapping lives on (its handle was forgotten): the hardware
             // may walk these tables for as long as the device runs, so they
             // are never freed.
@@ -530,7 +563,14 @@ mod tests {
                 dev.context(),
             )
         };
-        assert!(matches!(r, Err(MapErrorKind::Backend(_))));
+        // The addressing refusal, which a composition with a pool bounces.
+        assert_eq!(
+            r,
+            Err(MapErrorKind::NoDmaWindow {
+                phys: far,
+                len: 4097
+            })
+        );
         assert_eq!(d.free_pages(), free0);
         assert_eq!(d.iova().cache_misses(), 0);
     }

@@ -78,6 +78,18 @@ impl GatherLists {
     /// taking them off the list.
     pub(crate) fn flush(&self, complete: impl FnOnce(Gathered)) {
         let me = crate::sync::current_thread_id();
+        if crate::sync::mutated(crate::sync::Mutation::GatherTakesAll) {
+            // The mutation: every thread's ranges, completed unlocked.
+            let all = core::mem::take(&mut *lock(&self.lists));
+            let mut g = Gathered::default();
+            all.into_iter()
+                .flat_map(|(_, l)| l.into_allocs())
+                .for_each(|a| g.add(a));
+            if !g.allocs.is_empty() {
+                complete(g);
+            }
+            return;
+        }
         let mine = {
             let mut lists = lock(&self.lists);
             let i = lists.iter().position(|(t, _)| *t == me);

@@ -31,6 +31,7 @@ pub mod domain;
 mod flushq;
 mod gather;
 pub mod iova;
+mod local;
 pub mod pagetable;
 pub mod range;
 mod rcache;

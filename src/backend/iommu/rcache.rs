@@ -68,18 +68,29 @@ struct CpuMags {
     prev: Magazine,
 }
 
+/// One CPU slot, alone in its cache line(s): two threads on two slots
+/// never write the same line.
+#[repr(align(64))]
+struct CpuSlot(SpinMutex<CpuMags>);
+
 /// The cache of one size class.
 struct SizeCache {
-    cpus: [SpinMutex<CpuMags>; CPU_SLOTS],
+    cpus: [CpuSlot; CPU_SLOTS],
     depot: Mutex<Vec<Magazine>>,
 }
 
 impl SizeCache {
     fn new() -> Self {
         Self {
-            cpus: core::array::from_fn(|_| SpinMutex::new(CpuMags::default())),
+            cpus: core::array::from_fn(|_| CpuSlot(SpinMutex::new(CpuMags::default()))),
             depot: Mutex::new(Vec::new()),
         }
+    }
+
+    /// This CPU's slot.
+    #[inline(always)]
+    fn this_cpu(&self) -> &SpinMutex<CpuMags> {
+        &self.cpus[cpu_hint() % CPU_SLOTS].0
     }
 }
 
@@ -107,7 +118,7 @@ impl RCache {
     /// `limit`: loaded magazine, then previous, then the depot.
     pub(crate) fn get(&self, pages: u64, limit: u64) -> Option<u64> {
         let cache = &self.sizes[order_of(pages)];
-        let mut cpu = spin_lock(&cache.cpus[cpu_hint() % CPU_SLOTS]);
+        let mut cpu = spin_lock(cache.this_cpu());
         if let Some(pfn) = cpu.loaded.pop_below(pages, limit) {
             return Some(pfn);
         }
@@ -135,27 +146,36 @@ impl RCache {
     /// Caches a freed range of `pages` (a cacheable size). Returns the
     /// ranges that did not fit (every magazine and the depot full), which
     /// the caller gives back to the tree.
+    #[cfg(test)]
     pub(crate) fn put(&self, pages: u64, pfn: u64) -> Option<Vec<u64>> {
+        self.put_many(pages, &[pfn])
+    }
+
+    /// Caches freed ranges of `pages` (a cacheable size) under one lock of
+    /// this CPU's slot. Returns the ranges that did not fit (every magazine
+    /// and the depot full), which the caller gives back to the tree.
+    pub(crate) fn put_many(&self, pages: u64, pfns: &[u64]) -> Option<Vec<u64>> {
         let cache = &self.sizes[order_of(pages)];
-        let mut cpu = spin_lock(&cache.cpus[cpu_hint() % CPU_SLOTS]);
+        let mut cpu = spin_lock(cache.this_cpu());
         let cpu = &mut *cpu;
-        let mut spill = None;
-        if cpu.loaded.is_full() {
-            if !cpu.prev.is_full() {
-                core::mem::swap(&mut cpu.loaded, &mut cpu.prev);
-            } else {
-                let full = core::mem::take(&mut cpu.loaded);
-                let mut depot = lock(&cache.depot);
-                if depot.len() < DEPOT_MAGS {
-                    depot.push(full);
+        let mut spill: Option<Vec<u64>> = None;
+        for &pfn in pfns {
+            if cpu.loaded.is_full() {
+                if !cpu.prev.is_full() {
+                    core::mem::swap(&mut cpu.loaded, &mut cpu.prev);
                 } else {
-                    drop(depot);
-                    let mut full = full;
-                    spill = Some(full.take());
+                    let mut full = core::mem::take(&mut cpu.loaded);
+                    let mut depot = lock(&cache.depot);
+                    if depot.len() < DEPOT_MAGS {
+                        depot.push(full);
+                    } else {
+                        drop(depot);
+                        spill.get_or_insert_with(Vec::new).extend(full.take());
+                    }
                 }
             }
+            cpu.loaded.push(pfn);
         }
-        cpu.loaded.push(pfn);
         spill
     }
 
@@ -166,7 +186,7 @@ impl RCache {
         for (order, cache) in self.sizes.iter().enumerate() {
             let pages = 1u64 << order;
             for slot in &cache.cpus {
-                let cpu = spin_lock(slot);
+                let cpu = spin_lock(&slot.0);
                 n += (cpu.loaded.pfns.len() + cpu.prev.pfns.len()) as u64 * pages;
             }
             n += lock(&cache.depot)
@@ -184,7 +204,7 @@ impl RCache {
         for (order, cache) in self.sizes.iter().enumerate() {
             let pages = 1u64 << order;
             for slot in &cache.cpus {
-                let mut cpu = spin_lock(slot);
+                let mut cpu = spin_lock(&slot.0);
                 let (a, b) = (cpu.loaded.take(), cpu.prev.take());
                 drop(cpu);
                 a.into_iter().chain(b).for_each(|pfn| each(pages, pfn));
