@@ -583,11 +583,42 @@ where
 /// - `unsafe impl virtio_drivers::Hal for MyHal`, forwarding to the
 ///   [`VirtioDevice`] methods of the same names.
 ///
+/// `mmio_phys_to_virt` panics: the adapter serves DMA. A transport that
+/// maps registers through the `Hal` (the PCI transport maps its BARs so)
+/// names the platform's mapping function after the backend:
+/// `virtio_hal!(pub MyHal, BackendType, mmio = my_mmio_phys_to_virt)`,
+/// where `my_mmio_phys_to_virt: unsafe fn(PhysAddr, usize) -> NonNull<u8>`
+/// keeps `virtio_drivers::Hal::mmio_phys_to_virt`'s contract (for an
+/// identity-mapped bare-metal program, the address itself, mapped as
+/// device memory).
+///
 /// Doc comments and attributes before the name go on the struct. See the
 /// [module documentation](crate::virtio) for an example.
 #[macro_export]
 macro_rules! virtio_hal {
-    ($(#[$meta:meta])* $vis:vis $name:ident, $backend:ty $(,)?) => {
+    // `mmio_phys_to_virt` without a mapping function: DMA only.
+    (@mmio $name:ident, $paddr:ident, $size:ident) => {{
+        let _ = $size;
+        ::core::panic!(
+            "{}: MMIO address {:#x}: this adapter serves DMA only; a PCI transport's BARs \
+             need the platform's own MMIO mapping (`virtio_hal!({}, Backend, mmio = f)`)",
+            ::core::stringify!($name),
+            $paddr,
+            ::core::stringify!($name)
+        )
+    }};
+    // `mmio_phys_to_virt` through the platform's function.
+    (@mmio $name:ident, $paddr:ident, $size:ident, $mmio:expr) => {{
+        let f: unsafe fn(
+            $crate::virtio::virtio_drivers::PhysAddr,
+            usize,
+        ) -> ::core::ptr::NonNull<u8> = $mmio;
+        // SAFETY: `virtio-drivers` asks for a region it found in the
+        // device's PCI capabilities or device tree (`Hal::mmio_phys_to_virt`'s
+        // contract), which is the function's own contract.
+        unsafe { f($paddr, $size) }
+    }};
+    ($(#[$meta:meta])* $vis:vis $name:ident, $backend:ty $(, mmio = $mmio:expr)? $(,)?) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy)]
         $vis struct $name;
@@ -661,14 +692,9 @@ macro_rules! virtio_hal {
 
             unsafe fn mmio_phys_to_virt(
                 paddr: $crate::virtio::virtio_drivers::PhysAddr,
-                _size: usize,
+                size: usize,
             ) -> ::core::ptr::NonNull<u8> {
-                ::core::panic!(
-                    "{}: MMIO address {:#x}: this adapter serves DMA only; a PCI transport's BARs \
-                     need the platform's own MMIO mapping",
-                    ::core::stringify!($name),
-                    paddr
-                )
+                $crate::virtio_hal!(@mmio $name, paddr, size $(, $mmio)?)
             }
 
             unsafe fn share(
