@@ -33,7 +33,8 @@ use platform::BarePlatform;
 /// The backend: DMA address = physical address, coherence by arm64 cache
 /// maintenance at EL1, and a bounce pool for buffers that share cache
 /// lines with other data.
-type Backend = Composed<&'static BarePlatform, Direct, NonCoherent<Aarch64CacheOps>, &'static Swiotlb>;
+type Backend =
+    Composed<&'static BarePlatform, Direct, NonCoherent<Aarch64CacheOps>, &'static Swiotlb>;
 
 dmacap::virtio_hal!(
     /// The virtio-blk function's `Hal`.
@@ -66,7 +67,10 @@ pub extern "C" fn main() -> ! {
     let el: u64;
     // SAFETY: reads CurrentEL; no memory access.
     unsafe { core::arch::asm!("mrs {0}, CurrentEL", out(reg) el, options(nomem, nostack)) };
-    println!("qemu-aarch64: started at EL{}, MMU on (identity map), caches on", (el >> 2) & 3);
+    println!(
+        "qemu-aarch64: started at EL{}, MMU on (identity map), caches on",
+        (el >> 2) & 3
+    );
     let failures = run_direct();
     exit::exit(if failures == 0 { 0 } else { 1 })
 }
@@ -115,14 +119,22 @@ fn run_direct() -> usize {
         }
     }
     for b in 0..WRITTEN {
-        buf.0.iter_mut().enumerate().for_each(|(i, x)| *x = guest_byte(b, i));
+        buf.0
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, x)| *x = guest_byte(b, i));
         blk.write_blocks(b, &buf.0).expect("write");
     }
     let mut ok = 0;
     for b in 0..WRITTEN {
         buf.0.fill(0);
         blk.read_blocks(b, &mut buf.0).expect("read");
-        if buf.0.iter().enumerate().all(|(i, &x)| x == guest_byte(b, i)) {
+        if buf
+            .0
+            .iter()
+            .enumerate()
+            .all(|(i, &x)| x == guest_byte(b, i))
+        {
             ok += 1;
         } else {
             println!("block {b}: read back wrong: {:02x?}", &buf.0[..8]);

@@ -16,7 +16,7 @@
 
 /// MAIR_EL1: attribute 0 Device-nGnRnE, 1 Normal write-back
 /// read/write-allocate, 2 Normal non-cacheable.
-pub const MAIR: u64 = 0x00 | (0xff << 8) | (0x44 << 16);
+pub const MAIR: u64 = (0xff << 8) | (0x44 << 16); // attribute 0 is 0x00
 
 /// TCR_EL1: T0SZ = 25 (39-bit), walks write-back cacheable inner
 /// shareable, 4 KiB granule, TTBR1 walks off, 40-bit physical addresses.
@@ -57,7 +57,12 @@ pub static L2: Table = {
     let mut i = 0;
     while i < 512 {
         let pa = 0x4000_0000 + (i as u64) * 0x20_0000;
-        t[i] = pa | if pa == DMA_NC_BASE as u64 { NORMAL_NC } else { NORMAL_WB };
+        t[i] = pa
+            | if pa == DMA_NC_BASE as u64 {
+                NORMAL_NC
+            } else {
+                NORMAL_WB
+            };
         i += 1;
     }
     Table(t)

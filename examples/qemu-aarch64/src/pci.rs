@@ -3,11 +3,11 @@
 //! 32-bit memory window 0x1000_0000..0x3eff_0000 where bus address equals
 //! CPU address. No firmware ran, so the program assigns the BARs itself.
 
+use virtio_drivers::transport::DeviceType;
 use virtio_drivers::transport::pci::bus::{
     BarInfo, Cam, Command, DeviceFunction, MemoryBarType, MmioCam, PciRoot,
 };
 use virtio_drivers::transport::pci::virtio_device_type;
-use virtio_drivers::transport::DeviceType;
 
 /// The ECAM of QEMU `virt` (high ECAM).
 pub const ECAM_BASE: usize = 0x40_1000_0000;

@@ -115,7 +115,11 @@ unsafe impl DmaAllocator for BarePlatform {
         })?;
         let addr = DMA_NC_BASE + first * PAGE;
         if (addr + pages * PAGE - 1) as u64 > max_phys {
-            self.with_used(|used| used[first..first + pages].iter_mut().for_each(|b| *b = false));
+            self.with_used(|used| {
+                used[first..first + pages]
+                    .iter_mut()
+                    .for_each(|b| *b = false)
+            });
             return None;
         }
         let ptr = NonNull::new(addr as *mut u8)?;
@@ -128,7 +132,11 @@ unsafe impl DmaAllocator for BarePlatform {
     unsafe fn free_dma(&self, ptr: NonNull<u8>, size: usize, _align: usize) {
         let first = (ptr.as_ptr() as usize - DMA_NC_BASE) / PAGE;
         let pages = size.div_ceil(PAGE).max(1);
-        self.with_used(|used| used[first..first + pages].iter_mut().for_each(|b| *b = false));
+        self.with_used(|used| {
+            used[first..first + pages]
+                .iter_mut()
+                .for_each(|b| *b = false)
+        });
     }
 }
 
@@ -166,7 +174,9 @@ pub unsafe fn bounce_pool() -> Swiotlb {
 /// `virtio-drivers` passes).
 pub unsafe fn mmio_phys_to_virt(paddr: u64, size: usize) -> NonNull<u8> {
     assert!(
-        paddr.checked_add(size as u64).is_some_and(|end| end <= 0x4000_0000),
+        paddr
+            .checked_add(size as u64)
+            .is_some_and(|end| end <= 0x4000_0000),
         "MMIO region {paddr:#x}+{size:#x} outside the device gigabyte"
     );
     NonNull::new(paddr as usize as *mut u8).expect("MMIO at address 0")
