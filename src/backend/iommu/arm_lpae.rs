@@ -112,6 +112,26 @@ pub unsafe trait TablePages {
     unsafe fn sync_for_walker(&self, cpu: NonNull<u64>, len: usize);
 }
 
+// SAFETY: forwards to `P`, which keeps the promises.
+unsafe impl<P: TablePages + ?Sized> TablePages for &P {
+    #[inline]
+    fn alloc_table(&self) -> Option<TablePage> {
+        (**self).alloc_table()
+    }
+
+    #[inline]
+    unsafe fn free_table(&self, page: TablePage) {
+        // SAFETY: the caller's promise, passed on unchanged.
+        unsafe { (**self).free_table(page) }
+    }
+
+    #[inline]
+    unsafe fn sync_for_walker(&self, cpu: NonNull<u64>, len: usize) {
+        // SAFETY: the caller's promise, passed on unchanged.
+        unsafe { (**self).sync_for_walker(cpu, len) }
+    }
+}
+
 /// How the SMMU and the device reach memory; the defaults are a 48-bit
 /// output and coherent table walks and device accesses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -392,11 +412,10 @@ fn new_children() -> Box<[u32; ENTRIES]> {
 }
 
 impl<P: TablePages> ArmStage1<P> {
-    /// An empty table (a zeroed root) with pages from `pages`.
+    /// An empty table (a zeroed root) with pages from `pages`; `NoMemory`
+    /// if the root cannot be allocated below the output size.
     pub fn new(pages: P, opts: Stage1Options) -> Result<Self, PageTableError> {
-        let root = pages.alloc_table().ok_or(PageTableError::NoMemory)?;
-        // SAFETY: the whole page was just allocated from `pages`.
-        unsafe { pages.sync_for_walker(root.cpu, TABLE_BYTES) };
+        let root = Self::alloc(&pages, opts)?;
         Ok(Self {
             pages,
             opts,
@@ -407,6 +426,21 @@ impl<P: TablePages> ArmStage1<P> {
             mapped: 0,
             leaked: false,
         })
+    }
+
+    /// A table page from `pages` that the walker can reach, its zeroes
+    /// synced. A page beyond the output size is given back: the SMMU reads
+    /// tables at output addresses.
+    fn alloc(pages: &P, opts: Stage1Options) -> Result<TablePage, PageTableError> {
+        let page = pages.alloc_table().ok_or(PageTableError::NoMemory)?;
+        if page.phys.as_u64() >> opts.output_bits != 0 {
+            // SAFETY: just allocated from `pages`; never linked.
+            unsafe { pages.free_table(page) };
+            return Err(PageTableError::NoMemory);
+        }
+        // SAFETY: the whole page was just allocated from `pages`.
+        unsafe { pages.sync_for_walker(page.cpu, TABLE_BYTES) };
+        Ok(page)
     }
 
     /// The options it was built with.
@@ -527,9 +561,7 @@ impl<P: TablePages> ArmStage1<P> {
             t = if c != 0 {
                 c as usize
             } else {
-                let page = self.pages.alloc_table().ok_or(PageTableError::NoMemory)?;
-                // SAFETY: the whole page was just allocated from `pages`.
-                unsafe { self.pages.sync_for_walker(page.cpu, TABLE_BYTES) };
+                let page = Self::alloc(&self.pages, self.opts)?;
                 let new = self.tables.len();
                 let index = u32::try_from(new).expect("fewer than 2^32 tables");
                 self.tables.push(Table {
@@ -547,12 +579,6 @@ impl<P: TablePages> ArmStage1<P> {
             };
         }
         Ok(t)
-    }
-
-    /// The tables, for a test's decoder: (physical address, CPU pointer).
-    #[cfg(test)]
-    pub(crate) fn table_pages(&self) -> impl Iterator<Item = TablePage> + '_ {
-        self.tables.iter().map(|t| t.page)
     }
 }
 
@@ -708,3 +734,6 @@ impl<P: TablePages> fmt::Debug for ArmStage1<P> {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests;

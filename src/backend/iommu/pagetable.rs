@@ -200,7 +200,8 @@ pub enum PageTableError {
     /// entry that grants no access).
     #[error("the page-table format cannot express {0:?}")]
     Unsupported(Prot),
-    /// A table could not be allocated. Tables allocated before the failure
+    /// A table could not be allocated (or not where the walker can read
+    /// it: below the output size). Tables allocated before the failure
     /// stay (empty), as they do after an unmap.
     #[error("no memory for an I/O page table")]
     NoMemory,
