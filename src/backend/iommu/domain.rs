@@ -7,7 +7,8 @@ use crate::backend::compose::{MapAttrs, Translation};
 use crate::backend::iommu::flushq::FlushQueues;
 use crate::backend::iommu::gather::{GatherLists, Gathered};
 use crate::backend::iommu::iova::{IovaAlloc, IovaAllocator};
-use crate::backend::iommu::pagetable::{OUTPUT_BITS, PageTable, Prot, Pte};
+use crate::backend::iommu::format::IoPageTable;
+use crate::backend::iommu::pagetable::{PageTable, Prot};
 use crate::backend::iommu::{
     IOVA_BITS, InvalidationMode, IommuHardware, PAGE_SHIFT, PAGE_SIZE, page_offset, pages_spanned,
 };
@@ -17,8 +18,13 @@ use crate::base::direction::DmaDirection;
 use crate::base::error::MapErrorKind;
 use crate::sync::{AtomicUsize, Mutation, Mutex, Ordering, bump, lock, mutated};
 
-/// One device's IOMMU domain: an IOVA allocator, an I/O page table, and
-/// the hardware `H` whose IOTLB caches it.
+/// One device's IOMMU domain: an IOVA allocator, an I/O page table in the
+/// format `F`, and the hardware `H` whose IOTLB caches it.
+///
+/// `F` defaults to the software [`PageTable`] the simulator walks;
+/// [`with_table`](Self::with_table) builds a domain over any other
+/// [`IoPageTable`], such as [`ArmStage1`](crate::backend::iommu::ArmStage1)
+/// for an SMMUv3.
 ///
 /// As a [`Translation`]: map allocates an IOVA range for the pages the
 /// buffer touches (below the device's mask), installs their entries with
@@ -59,11 +65,15 @@ use crate::sync::{AtomicUsize, Mutation, Mutex, Ordering, bump, lock, mutated};
 /// let _buf = rx.unmap(); // clears the entries, invalidates, frees the IOVA
 /// assert_eq!(dev.stats().iotlb_invalidations(), 1);
 /// ```
-pub struct IommuDomain<H: IommuHardware> {
+pub struct IommuDomain<H: IommuHardware, F: IoPageTable = PageTable> {
+    // Dropped first (after `Drop::drop`): a hardware layer whose drop
+    // detaches the context (clears the SMMU's STE or CD) runs before the
+    // table is freed.
     hw: H,
     mode: InvalidationMode,
     iova: IovaAllocator,
-    table: Mutex<PageTable>,
+    output_bits: u32,
+    table: Mutex<F>,
     gather: GatherLists,
     fq: FlushQueues,
     invalidations: AtomicUsize,
@@ -71,8 +81,8 @@ pub struct IommuDomain<H: IommuHardware> {
 }
 
 impl<H: IommuHardware> IommuDomain<H> {
-    /// A domain over the whole 48-bit IOVA space except its first page
-    /// (IOVA 0 is never handed out).
+    /// A domain with the software page table, over the whole 48-bit IOVA
+    /// space except its first page (IOVA 0 is never handed out).
     pub fn new(hw: H, mode: InvalidationMode) -> Self {
         Self::with_aperture(
             hw,
@@ -82,14 +92,56 @@ impl<H: IommuHardware> IommuDomain<H> {
         )
     }
 
-    /// A domain whose IOVAs lie in `[base, base + size)`: a device's
-    /// aperture, or a small space for tests.
+    /// A domain with the software page table whose IOVAs lie in
+    /// `[base, base + size)`: a device's aperture, or a small space for
+    /// tests.
     ///
     /// # Panics
     ///
     /// If `base` or `size` is not a multiple of 4096, `size` is zero, or
     /// the range runs past the 48-bit IOVA space.
     pub fn with_aperture(hw: H, mode: InvalidationMode, base: DmaAddr, size: u64) -> Self {
+        IommuDomain::with_table_and_aperture(hw, mode, PageTable::new(), base, size)
+    }
+}
+
+impl<H: IommuHardware, F: IoPageTable> IommuDomain<H, F> {
+    /// A domain over `table` (an empty table of any format), covering the
+    /// whole 48-bit IOVA space except its first page.
+    ///
+    /// # Panics
+    ///
+    /// If `table` has a page mapped.
+    pub fn with_table(hw: H, mode: InvalidationMode, table: F) -> Self {
+        Self::with_table_and_aperture(
+            hw,
+            mode,
+            table,
+            DmaAddr::new(PAGE_SIZE),
+            (1 << IOVA_BITS) - PAGE_SIZE,
+        )
+    }
+
+    /// A domain over `table` (empty) whose IOVAs lie in
+    /// `[base, base + size)`.
+    ///
+    /// # Panics
+    ///
+    /// If `table` has a page mapped, `base` or `size` is not a multiple of
+    /// 4096, `size` is zero, or the range runs past the 48-bit IOVA space.
+    pub fn with_table_and_aperture(
+        hw: H,
+        mode: InvalidationMode,
+        table: F,
+        base: DmaAddr,
+        size: u64,
+    ) -> Self {
+        // The IOVA allocator owns the whole aperture: a page mapped already
+        // could be handed out again.
+        assert!(
+            !table.has_mappings(),
+            "an IOMMU domain starts with an empty page table"
+        );
         let b = base.as_u64();
         assert!(
             b.is_multiple_of(PAGE_SIZE) && size.is_multiple_of(PAGE_SIZE) && size > 0,
@@ -111,7 +163,8 @@ impl<H: IommuHardware> IommuDomain<H> {
             hw,
             mode,
             iova: IovaAllocator::new(b >> PAGE_SHIFT, end >> PAGE_SHIFT),
-            table: Mutex::new(PageTable::new()),
+            output_bits: table.output_bits(),
+            table: Mutex::new(table),
             gather: GatherLists::new(),
             fq: FlushQueues::new(queue_len, timeout_ms),
             invalidations: AtomicUsize::new(0),
@@ -152,8 +205,8 @@ impl<H: IommuHardware> IommuDomain<H> {
     }
 
     /// The hardware's page walk: the leaf entry translating `iova`. For
-    /// hardware models only; see [`PageTable::walk`].
-    pub fn walk(&self, iova: DmaAddr) -> Option<Pte> {
+    /// hardware models and tests only; see [`IoPageTable::walk`].
+    pub fn walk(&self, iova: DmaAddr) -> Option<F::Entry> {
         bump(&self.walks, 1);
         lock(&self.table).walk(iova)
     }
@@ -213,8 +266,16 @@ impl<H: IommuHardware> IommuDomain<H> {
     }
 
     /// The page table, for the two-step API.
-    pub(crate) fn table(&self) -> &Mutex<PageTable> {
+    pub(crate) fn table(&self) -> &Mutex<F> {
         &self.table
+    }
+
+    /// Runs `f` on the page table, under the domain's lock: to read the
+    /// format's configuration (the root table's physical address for an
+    /// SMMU's context descriptor, say) or count its tables. `f` gets a
+    /// shared reference: entries change only through mappings.
+    pub fn with_page_table<R>(&self, f: impl FnOnce(&F) -> R) -> R {
+        f(&lock(&self.table))
     }
 
     /// Waits for the invalidations issued and counts one.
@@ -297,10 +358,10 @@ impl<H: IommuHardware> IommuDomain<H> {
     }
 
     /// Whether `len` bytes at `phys` fit the page table's physical output.
-    fn phys_fits(phys: PhysAddr, len: usize) -> bool {
+    fn phys_fits(&self, phys: PhysAddr, len: usize) -> bool {
         phys.as_u64()
             .checked_add(len as u64)
-            .is_some_and(|end| end <= 1 << OUTPUT_BITS)
+            .is_some_and(|end| end <= 1 << self.output_bits)
     }
 }
 
@@ -320,7 +381,13 @@ impl<H: IommuHardware> IommuDomain<H> {
 // physical range beyond the table's 52-bit output). (3) `UNMAP_IS_NOOP` is
 // `false`. (4) An IOVA is freed only after an invalidation issued after its
 // entries were cleared has completed (gather flush or queue flush).
-unsafe impl<H: IommuHardware> Translation for IommuDomain<H> {
+//
+// For any format `F`, (1) rests on `IoPageTable`'s contract: the entries
+// grant what `Prot::for_dma` asks (a format without write-only entries
+// also grants reads to a `FromDevice` mapping: the device may read the
+// buffer's old bytes, which changes no memory), and `map_pages` changes
+// nothing on error.
+unsafe impl<H: IommuHardware, F: IoPageTable> Translation for IommuDomain<H, F> {
     type State = ();
     const UNMAP_IS_NOOP: bool = false;
 
@@ -338,7 +405,7 @@ unsafe impl<H: IommuHardware> Translation for IommuDomain<H> {
         dev: &DeviceContext,
     ) -> Result<(DmaAddr, ()), MapErrorKind> {
         self.check_trust(dev.config())?;
-        if !Self::phys_fits(phys, len) {
+        if !self.phys_fits(phys, len) {
             // The device cannot reach it through this domain: the
             // addressing refusal, which a composition with a pool bounces.
             return Err(MapErrorKind::NoDmaWindow { phys, len });
@@ -393,7 +460,7 @@ unsafe impl<H: IommuHardware> Translation for IommuDomain<H> {
     }
 
     fn phys_limit(&self, _: &DeviceConfig) -> u64 {
-        (1 << OUTPUT_BITS) - 1
+        (1 << self.output_bits) - 1
     }
 }
 
@@ -401,7 +468,7 @@ unsafe impl<H: IommuHardware> Translation for IommuDomain<H> {
 /// leaked instead of freed.
 static LEAKED_TABLES: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
-impl<H: IommuHardware> IommuDomain<H> {
+impl<H: IommuHardware, F: IoPageTable> IommuDomain<H, F> {
     /// How many domains, in this program so far, were dropped while some
     /// page was still mapped (a handle or an IOVA range forgotten with
     /// `mem::forget`, which is safe): their page tables were leaked, never
@@ -411,7 +478,7 @@ impl<H: IommuHardware> IommuDomain<H> {
     }
 }
 
-impl<H: IommuHardware> Drop for IommuDomain<H> {
+impl<H: IommuHardware, F: IoPageTable> Drop for IommuDomain<H, F> {
     fn drop(&mut self) {
         // Deferred and gathered invalidations first: entries already
         // cleared may still sit in the IOTLB.
@@ -422,13 +489,13 @@ impl<H: IommuHardware> Drop for IommuDomain<H> {
             // A mapping lives on (its handle was forgotten): the hardware
             // may walk these tables for as long as the device runs, so they
             // are never freed.
-            core::mem::forget(core::mem::take(&mut *table));
+            table.leak();
             LEAKED_TABLES.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         }
     }
 }
 
-impl<H: IommuHardware + fmt::Debug> fmt::Debug for IommuDomain<H> {
+impl<H: IommuHardware + fmt::Debug, F: IoPageTable> fmt::Debug for IommuDomain<H, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IommuDomain")
             .field("hw", &self.hw)
@@ -551,8 +618,8 @@ mod tests {
         let dev = device(InvalidationMode::Strict, DeviceConfig::new());
         let d = dev.backend().translation();
         let far = PhysAddr::new((1 << 52) - 4096);
-        assert!(IommuDomain::<crate::sim::SimIommu>::phys_fits(far, 4096));
-        assert!(!IommuDomain::<crate::sim::SimIommu>::phys_fits(far, 4097));
+        assert!(d.phys_fits(far, 4096));
+        assert!(!d.phys_fits(far, 4097));
         // SAFETY: as above.
         let r = unsafe {
             d.map(

@@ -9,8 +9,13 @@
 //! - [`iova`]: the IOVA range allocator (top-down below the device's mask,
 //!   in 4 KiB pages), with per-CPU caches of recently freed ranges
 //!   ("magazines" of 127 entries backed by a depot, Linux's `iova_rcache`).
-//! - [`pagetable`]: a 4-level I/O page table (48-bit IOVA, 4 KiB pages) with
-//!   read, write and non-cacheable bits per page.
+//! - [`format`]: the page-table format as a parameter of the domain
+//!   ([`IoPageTable`]), with two formats:
+//!   - [`pagetable`]: the software 4-level I/O page table (48-bit IOVA,
+//!     4 KiB pages) with read, write and non-cacheable bits per page, which
+//!     the simulator walks (the default);
+//!   - [`arm_lpae`]: Arm VMSAv8-64 stage-1 descriptors in physical memory,
+//!     which an SMMUv3 walks.
 //! - [`domain`]: the domain itself: map, unmap, gathered IOTLB invalidation,
 //!   strict or lazy ([`InvalidationMode`]).
 //! - [`range`]: the two-step IOVA API (Linux 6.16's `dma_iova_*`): one IOVA
@@ -27,8 +32,10 @@
 
 use crate::base::addr::DmaAddr;
 
+pub mod arm_lpae;
 pub mod domain;
 mod flushq;
+pub mod format;
 mod gather;
 pub mod iova;
 mod local;
@@ -38,7 +45,9 @@ mod rcache;
 #[cfg(all(test, feature = "sim"))]
 mod testhw;
 
+pub use arm_lpae::{ArmStage1, Stage1Config, Stage1Options, Stage1Pte, TablePage, TablePages};
 pub use domain::IommuDomain;
+pub use format::{IoPageTable, PageEntry};
 pub use iova::{IovaAlloc, IovaAllocator};
 pub use pagetable::{PageTable, PageTableError, Prot, Pte};
 pub use range::{IovaRange, LinkError};

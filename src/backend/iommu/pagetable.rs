@@ -22,6 +22,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::backend::compose::MapAttrs;
+use crate::backend::iommu::format::{IoPageTable, PageEntry};
 use crate::backend::iommu::{IOVA_BITS, PAGE_SHIFT, PAGE_SIZE};
 use crate::base::addr::{DmaAddr, PhysAddr};
 use crate::base::direction::DmaDirection;
@@ -181,8 +182,8 @@ pub enum PageTableError {
         /// The physical address given.
         phys: PhysAddr,
     },
-    /// The range runs past the 48-bit IOVA space or the 52-bit physical
-    /// output.
+    /// The range runs past the 48-bit IOVA space or the format's physical
+    /// output (52 bits here, 48 or less for Arm stage 1).
     #[error("{pages} pages at IOVA {iova} (physical {phys}) exceed the page table's reach")]
     OutOfRange {
         /// The IOVA given.
@@ -195,6 +196,15 @@ pub enum PageTableError {
     /// A page of the range is mapped already.
     #[error("IOVA {0} is mapped already")]
     AlreadyMapped(DmaAddr),
+    /// The format cannot express these permissions (Arm stage 1 has no
+    /// entry that grants no access).
+    #[error("the page-table format cannot express {0:?}")]
+    Unsupported(Prot),
+    /// A table could not be allocated (or not where the walker can read
+    /// it: below the output size). Tables allocated before the failure
+    /// stay (empty), as they do after an unmap.
+    #[error("no memory for an I/O page table")]
+    NoMemory,
 }
 
 type Table = [Pte; ENTRIES];
@@ -363,6 +373,66 @@ impl PageTable {
         let t = self.leaf_table(v)?;
         let e = self.tables[t][index_at(v, LEVELS - 1)];
         e.is_valid().then_some(e)
+    }
+}
+
+impl PageEntry for Pte {
+    #[inline]
+    fn phys(&self) -> PhysAddr {
+        Pte::phys(*self)
+    }
+
+    #[inline]
+    fn prot(&self) -> Prot {
+        Pte::prot(*self)
+    }
+}
+
+// SAFETY: (1) `map_pages` checks every page before changing any and then
+// installs leaves with exactly `prot`; the simulated IOMMU walks these
+// entries under the domain's lock, so every write is visible to it. (2)
+// `unmap_pages` clears the leaves and counts the valid ones. (3) Nothing
+// else writes entries, and a mapped leaf is never overwritten (`map_pages`
+// refuses). (4) `has_mappings` scans every leaf; `leak` forgets the tables.
+unsafe impl IoPageTable for PageTable {
+    type Entry = Pte;
+
+    #[inline]
+    fn output_bits(&self) -> u32 {
+        OUTPUT_BITS
+    }
+
+    #[inline]
+    fn map_pages(
+        &mut self,
+        iova: DmaAddr,
+        phys: PhysAddr,
+        pages: u64,
+        prot: Prot,
+    ) -> Result<(), PageTableError> {
+        PageTable::map_pages(self, iova, phys, pages, prot)
+    }
+
+    #[inline]
+    fn unmap_pages(&mut self, iova: DmaAddr, pages: u64) -> u64 {
+        PageTable::unmap_pages(self, iova, pages)
+    }
+
+    #[inline]
+    fn walk(&self, iova: DmaAddr) -> Option<Pte> {
+        PageTable::walk(self, iova)
+    }
+
+    fn has_mappings(&self) -> bool {
+        PageTable::has_mappings(self)
+    }
+
+    fn tables(&self) -> usize {
+        PageTable::tables(self)
+    }
+
+    fn leak(&mut self) {
+        core::mem::forget(core::mem::take(self));
     }
 }
 

@@ -14,6 +14,7 @@
 
 use crate::backend::compose::{MapAttrs, Translation};
 use crate::backend::iommu::domain::IommuDomain;
+use crate::backend::iommu::format::IoPageTable;
 use crate::backend::iommu::iova::IovaAlloc;
 use crate::backend::iommu::pagetable::{PageTableError, Prot};
 use crate::backend::iommu::{IommuHardware, PAGE_SIZE, page_offset, pages_spanned};
@@ -79,7 +80,7 @@ pub enum LinkError {
     Table(#[from] PageTableError),
 }
 
-impl<H: IommuHardware> IommuDomain<H> {
+impl<H: IommuHardware, F: IoPageTable> IommuDomain<H, F> {
     /// Allocates an IOVA range of `len` bytes (whole pages, page-aligned)
     /// below the mask of the device with `cfg`. Lazy domains refuse
     /// untrusted devices, as for ordinary maps.
