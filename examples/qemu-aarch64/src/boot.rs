@@ -96,5 +96,5 @@ extern "C" fn exception(index: u64, esr: u64, elr: u64, far: u64) -> ! {
         ["sync", "irq", "fiq", "serror"][(index % 4) as usize],
         esr >> 26
     );
-    crate::exit::exit(3)
+    crate::semihost::exit(3)
 }

@@ -1,7 +1,10 @@
 //! The global allocator `alloc` needs (dmacap's tables, `virtio-drivers`'
 //! queues' bookkeeping): a bump allocator over a 4 MiB static in cacheable
 //! RAM that takes back only the newest block. The program is short and
-//! allocates little.
+//! allocates little. Every block is aligned to 128 bytes (arm64's
+//! `ARCH_DMA_MINALIGN`, as Linux's `kmalloc` pads), so a heap buffer whose
+//! length is a multiple of 128 owns its cache lines and maps without a
+//! bounce.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
@@ -37,7 +40,7 @@ unsafe impl GlobalAlloc for Bump {
         let base = ARENA.0.get() as usize;
         let mut cur = self.next.load(Ordering::Relaxed);
         loop {
-            let start = (base + cur).next_multiple_of(layout.align()) - base;
+            let start = (base + cur).next_multiple_of(layout.align().max(128)) - base;
             let Some(end) = start.checked_add(layout.size()).filter(|&e| e <= SIZE) else {
                 return core::ptr::null_mut();
             };
