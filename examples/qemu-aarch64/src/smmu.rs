@@ -106,9 +106,12 @@ pub struct Smmu {
     tlbis: AtomicUsize,
 }
 
-// SAFETY: the queues and tables are the SMMU's memory, written by the CPU
-// only under `lock` (the command queue) or by `&mut`-free setup before the
-// SMMU is shared; registers are MMIO.
+// SAFETY: the stream table, CD and queues are the SMMU's memory, which
+// only this value names: the command queue is written under `lock`; the
+// stream table and CDs by `attach`, whose program calls it once, before
+// the device runs; the event queue is read by `pop_event`, whose one
+// caller (this single-CPU program) is its only consumer. Registers are
+// MMIO.
 unsafe impl Sync for Smmu {}
 // SAFETY: as above.
 unsafe impl Send for Smmu {}
