@@ -5,9 +5,9 @@ use core::fmt;
 
 use crate::backend::compose::{MapAttrs, Translation};
 use crate::backend::iommu::flushq::FlushQueues;
+use crate::backend::iommu::format::IoPageTable;
 use crate::backend::iommu::gather::{GatherLists, Gathered};
 use crate::backend::iommu::iova::{IovaAlloc, IovaAllocator};
-use crate::backend::iommu::format::IoPageTable;
 use crate::backend::iommu::pagetable::{PageTable, Prot};
 use crate::backend::iommu::{
     IOVA_BITS, InvalidationMode, IommuHardware, PAGE_SHIFT, PAGE_SIZE, page_offset, pages_spanned,

@@ -193,7 +193,9 @@ fn decode(pages: &HostPages, cfg: &Stage1Config, iova: u64) -> Result<Option<(u6
             return Ok(None);
         }
         if d & 2 == 0 {
-            return Err(format!("level {level}: block or reserved descriptor {d:#x}"));
+            return Err(format!(
+                "level {level}: block or reserved descriptor {d:#x}"
+            ));
         }
         let oa = d & Stage1Pte::ADDR_MASK;
         if d & (0xf << 48) != 0 || oa >> oa_bits != 0 {
@@ -201,7 +203,9 @@ fn decode(pages: &HostPages, cfg: &Stage1Config, iova: u64) -> Result<Option<(u6
         }
         if level < 3 {
             if d != oa | 3 {
-                return Err(format!("level {level}: table descriptor {d:#x} with stray bits"));
+                return Err(format!(
+                    "level {level}: table descriptor {d:#x} with stray bits"
+                ));
             }
             table = oa;
             continue;
@@ -283,7 +287,10 @@ fn descriptors_and_config_match_linux_stage1() {
         (16, 0, 1, 1, 3, 5)
     );
     assert_eq!(cfg.mair, 0x0004_ff44);
-    assert_eq!(cfg.tcr(), 16 | 1 << 8 | 1 << 10 | 3 << 12 | 1 << 23 | 5 << 32);
+    assert_eq!(
+        cfg.tcr(),
+        16 | 1 << 8 | 1 << 10 | 3 << 12 | 1 << 23 | 5 << 32
+    );
     assert_eq!(cfg.ttbr, t.root());
     t.map_pages(DmaAddr::new(0x1000), PhysAddr::new(0x8000_0000), 1, RO)
         .unwrap();
@@ -301,12 +308,7 @@ fn descriptors_and_config_match_linux_stage1() {
     assert_eq!(t.walk(DmaAddr::new(0x3000)).unwrap().prot(), MMIO);
     assert_eq!(decode(&pages, &cfg, 0x4000), Ok(None));
     assert_eq!(
-        t.map_pages(
-            DmaAddr::new(0x5000),
-            PhysAddr::new(0),
-            1,
-            Prot::default()
-        ),
+        t.map_pages(DmaAddr::new(0x5000), PhysAddr::new(0), 1, Prot::default()),
         Err(PageTableError::Unsupported(Prot::default()))
     );
 
@@ -358,7 +360,10 @@ fn table_boundaries_unmap_and_refusals() {
         Err(PageTableError::AlreadyMapped(DmaAddr::new(at)))
     );
     assert_eq!(decode(&pages, &cfg, at + PAGE_SIZE), Ok(None));
-    assert_eq!(decode(&pages, &cfg, at).unwrap().unwrap().0, phys + 3 * PAGE_SIZE);
+    assert_eq!(
+        decode(&pages, &cfg, at).unwrap().unwrap().0,
+        phys + 3 * PAGE_SIZE
+    );
     assert!(matches!(
         t.map_pages(DmaAddr::new(0x1001), PhysAddr::new(0), 1, RO),
         Err(PageTableError::Misaligned { .. })
@@ -530,17 +535,16 @@ fn run(ops: &[Op], opts: (bool, bool)) -> Result<(), TestCaseError> {
                 } else if !prot.read && !prot.write {
                     Err(PageTableError::Unsupported(prot))
                 } else if let Some(k) = (0..n).find(|k| model.contains_key(&(v + k * PAGE_SIZE))) {
-                    Err(PageTableError::AlreadyMapped(DmaAddr::new(v + k * PAGE_SIZE)))
+                    Err(PageTableError::AlreadyMapped(DmaAddr::new(
+                        v + k * PAGE_SIZE,
+                    )))
                 } else {
                     Ok(())
                 };
                 prop_assert_eq!(got, want);
                 if got.is_ok() {
                     // Stage 1 grants read with write.
-                    let granted = Prot {
-                        read: true,
-                        ..prot
-                    };
+                    let granted = Prot { read: true, ..prot };
                     for k in 0..n {
                         model.insert(v + k * PAGE_SIZE, (p + k * PAGE_SIZE, granted));
                     }
@@ -688,13 +692,23 @@ mod domain {
         assert!(smmu(&pages, d, iova).is_some());
         // SAFETY: no device runs.
         drop(unsafe { bi.unmap() });
-        assert_eq!(smmu(&pages, d, iova), None, "cleared before the IOVA is reused");
+        assert_eq!(
+            smmu(&pages, d, iova),
+            None,
+            "cleared before the IOVA is reused"
+        );
         assert_eq!(d.hardware().take().last(), Some(&Op::Sync));
 
         let bar = PhysAddr::new(0x1_0000_0000);
         // SAFETY: no device runs; the MMIO range is made up and never touched.
         let (io, ()) = unsafe {
-            d.map(bar, 4096, DmaDirection::ToDevice, MapAttrs::MMIO, dev.context())
+            d.map(
+                bar,
+                4096,
+                DmaDirection::ToDevice,
+                MapAttrs::MMIO,
+                dev.context(),
+            )
         }
         .unwrap();
         let cfg = d.with_page_table(|t| t.config());
@@ -714,7 +728,9 @@ mod domain {
         let pages = HostPages::default();
         {
             let (mem, dev) = device(&pages, InvalidationMode::Strict);
-            let h = dev.map_to_device(mem.alloc_slice::<u8>(8).unwrap()).unwrap();
+            let h = dev
+                .map_to_device(mem.alloc_slice::<u8>(8).unwrap())
+                .unwrap();
             // SAFETY: no device runs.
             drop(unsafe { h.unmap() });
         }
@@ -722,7 +738,9 @@ mod domain {
         let leaked = ArmDomain::leaked_page_tables();
         {
             let (mem, dev) = device(&pages, InvalidationMode::Strict);
-            let h = dev.map_to_device(mem.alloc_slice::<u8>(8).unwrap()).unwrap();
+            let h = dev
+                .map_to_device(mem.alloc_slice::<u8>(8).unwrap())
+                .unwrap();
             core::mem::forget(h);
         }
         assert!(ArmDomain::leaked_page_tables() > leaked);
