@@ -143,7 +143,12 @@ unsafe impl TablePages for HostPages {
     unsafe fn sync_for_walker(&self, cpu: NonNull<u64>, len: usize) {
         let a = cpu.as_ptr().addr();
         let base = a & !(TABLE_BYTES - 1);
-        assert!(len > 0 && len % 8 == 0 && a % 8 == 0 && a - base + len <= TABLE_BYTES);
+        assert!(
+            len > 0
+                && len.is_multiple_of(8)
+                && a.is_multiple_of(8)
+                && a - base + len <= TABLE_BYTES
+        );
         let (first, n) = ((a - base) / 8, len / 8);
         let mut g = self.lock();
         let base = *g.by_cpu.get(&base).expect("a page of this source");
