@@ -17,6 +17,61 @@
 //! and give the SMMU's context descriptor the values of
 //! [`ArmStage1::config`]. Its tables come from a [`TablePages`] source.
 //!
+//! ```
+//! use core::ptr::NonNull;
+//! use std::alloc::{Layout, alloc_zeroed, dealloc};
+//!
+//! use dmacap::backend::iommu::{
+//!     ArmStage1, InvalidationMode, IommuDomain, IommuHardware, Stage1Options, TablePage,
+//!     TablePages,
+//! };
+//! use dmacap::{DmaAddr, PhysAddr};
+//!
+//! /// Identity-mapped pages (physical address = CPU address), a coherent
+//! /// walker: bare metal with the MMU off or an identity map.
+//! struct Identity;
+//!
+//! const PAGE: Layout = match Layout::from_size_align(4096, 4096) {
+//!     Ok(l) => l,
+//!     Err(_) => panic!(),
+//! };
+//!
+//! // SAFETY: zeroed, aligned heap pages that the (identity) walker reads at
+//! // their address; writes are ordered by a fence (`dmb oshst` on arm64).
+//! unsafe impl TablePages for Identity {
+//!     fn alloc_table(&self) -> Option<TablePage> {
+//!         // SAFETY: not zero-sized.
+//!         let cpu = NonNull::new(unsafe { alloc_zeroed(PAGE) })?.cast::<u64>();
+//!         let phys = PhysAddr::new(cpu.as_ptr().addr() as u64);
+//!         Some(TablePage { cpu, phys })
+//!     }
+//!     unsafe fn free_table(&self, page: TablePage) {
+//!         // SAFETY: allocated above with `PAGE`.
+//!         unsafe { dealloc(page.cpu.as_ptr().cast(), PAGE) }
+//!     }
+//!     unsafe fn sync_for_walker(&self, _: NonNull<u64>, _: usize) {
+//!         core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
+//!     }
+//! }
+//!
+//! /// Stands in for an SMMUv3 command queue (`CMD_TLBI_NH_VA`, `CMD_SYNC`).
+//! struct Smmu;
+//! // SAFETY: no hardware here caches or translates anything.
+//! unsafe impl IommuHardware for Smmu {
+//!     fn invalidate_range(&self, _: DmaAddr, _: u64) {}
+//!     fn invalidate_all(&self) {}
+//!     fn sync(&self) {}
+//! }
+//!
+//! let table = ArmStage1::new(Identity, Stage1Options::new().output_bits(48)).unwrap();
+//! let domain = IommuDomain::with_table(Smmu, InvalidationMode::Strict, table);
+//! // The context descriptor: TTB0, T0SZ, TG0, IR0/OR0/SH0, IPS, MAIR.
+//! let cd = domain.with_page_table(|t| t.config());
+//! assert_eq!((cd.tsz, cd.tg, cd.ips, cd.mair), (16, 0, 5, 0x0004_ff44));
+//! assert_eq!(cd.ttbr.as_u64() % 4096, 0);
+//! # drop(domain);
+//! ```
+//!
 //! # What a page descriptor grants
 //!
 //! Following Linux's `arm_lpae_prot_to_pte` for stage 1:
