@@ -191,9 +191,15 @@ unsafe impl<P: TablePages + ?Sized> TablePages for &P {
 /// output and coherent table walks and device accesses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stage1Options {
-    output_bits: u32,
-    coherent_walk: bool,
-    coherent_dma: bool,
+    /// The output address size in bits; see
+    /// [`output_bits`](Self::output_bits()).
+    pub output_bits: u32,
+    /// Whether table walks are coherent; see
+    /// [`coherent_walk`](Self::coherent_walk()).
+    pub coherent_walk: bool,
+    /// Whether device accesses are coherent; see
+    /// [`coherent_dma`](Self::coherent_dma()).
+    pub coherent_dma: bool,
 }
 
 impl Default for Stage1Options {
@@ -469,7 +475,15 @@ fn new_children() -> Box<[u32; ENTRIES]> {
 impl<P: TablePages> ArmStage1<P> {
     /// An empty table (a zeroed root) with pages from `pages`; `NoMemory`
     /// if the root cannot be allocated below the output size.
+    ///
+    /// # Panics
+    ///
+    /// If `opts.output_bits` is not 32, 36, 40, 42, 44 or 48.
     pub fn new(pages: P, opts: Stage1Options) -> Result<Self, PageTableError> {
+        assert!(
+            ips_of(opts.output_bits).is_some(),
+            "the output size must be 32, 36, 40, 42, 44 or 48 bits"
+        );
         let root = Self::alloc(&pages, opts)?;
         Ok(Self {
             pages,
