@@ -362,6 +362,12 @@ impl Stage1Pte {
     /// The output address: bits 47:12.
     pub const ADDR_MASK: u64 = ((1 << 48) - 1) & !(PAGE_SIZE - 1);
 
+    /// A descriptor read from a table (by a driver's dump or a test's
+    /// decoder).
+    pub const fn from_bits(bits: u64) -> Self {
+        Self(bits)
+    }
+
     /// The raw descriptor.
     pub const fn bits(self) -> u64 {
         self.0
