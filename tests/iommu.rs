@@ -745,3 +745,147 @@ fn no_sync_or_unmap_path_walks_the_page_table() {
         assert_eq!(d.walks(), 1);
     }
 }
+
+/// The Arm stage-1 format used from outside the crate, as an SMMUv3 driver
+/// uses it: its own table-page source, a domain over it, a device mapping
+/// simulator buffers, and the descriptors read back by physical address
+/// from the context descriptor's root.
+mod arm_stage1 {
+    use std::alloc::{Layout, alloc_zeroed, dealloc};
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering, fence};
+
+    use super::NonNull;
+    use dmacap::backend::compose::{Coherent, Composed, NoBounce};
+    use dmacap::backend::iommu::{
+        ArmStage1, InvalidationMode, IommuDomain, IommuHardware, Stage1Options, Stage1Pte,
+        TablePage, TablePages,
+    };
+    use dmacap::sim::SimMemory;
+    use dmacap::{Device, DeviceConfig, DmaAddr, PhysAddr};
+
+    const LAYOUT: Layout = match Layout::from_size_align(4096, 4096) {
+        Ok(l) => l,
+        Err(_) => panic!("a page layout"),
+    };
+
+    struct Page(NonNull<u64>);
+    // SAFETY: an owned heap page, used under the mutex.
+    unsafe impl Send for Page {}
+
+    /// Heap pages at made-up physical addresses, found again by physical
+    /// address through a map (no int-to-pointer cast); a coherent walker.
+    #[derive(Default)]
+    struct Pages(Mutex<(u64, BTreeMap<u64, Page>)>);
+
+    impl Pages {
+        /// The walker's read of the descriptor at `phys`.
+        fn read(&self, phys: u64) -> u64 {
+            let g = self.0.lock().unwrap();
+            let page = &g.1[&(phys & !0xfff)];
+            // SAFETY: inside a live page of this source.
+            unsafe { page.0.add((phys as usize & 0xfff) / 8).read_volatile() }
+        }
+
+        fn live(&self) -> usize {
+            self.0.lock().unwrap().1.len()
+        }
+    }
+
+    // SAFETY: zeroed, aligned, owned heap pages the (model) walker reads at
+    // their made-up physical address; the fence orders writes.
+    unsafe impl TablePages for Pages {
+        fn alloc_table(&self) -> Option<TablePage> {
+            // SAFETY: not zero-sized.
+            let cpu = NonNull::new(unsafe { alloc_zeroed(LAYOUT) })?.cast::<u64>();
+            let mut g = self.0.lock().unwrap();
+            g.0 += 4096;
+            let phys = 0x4000_0000 + g.0;
+            g.1.insert(phys, Page(cpu));
+            Some(TablePage {
+                cpu,
+                phys: PhysAddr::new(phys),
+            })
+        }
+
+        unsafe fn free_table(&self, page: TablePage) {
+            let p = self.0.lock().unwrap().1.remove(&page.phys.as_u64());
+            assert_eq!(p.map(|p| p.0), Some(page.cpu));
+            // SAFETY: allocated with `LAYOUT`, freed once.
+            unsafe { dealloc(page.cpu.as_ptr().cast(), LAYOUT) };
+        }
+
+        unsafe fn sync_for_walker(&self, _: NonNull<u64>, _: usize) {
+            fence(Ordering::Release);
+        }
+    }
+
+    /// Counts invalidations and syncs; caches nothing.
+    #[derive(Default)]
+    struct Smmu(AtomicUsize);
+
+    // SAFETY: it caches no translation and translates nothing.
+    unsafe impl IommuHardware for Smmu {
+        fn invalidate_range(&self, _: DmaAddr, _: u64) {}
+        fn invalidate_all(&self) {}
+        fn sync(&self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn arm_stage1_tables_translate_what_the_device_maps() {
+        let pages = Pages::default();
+        {
+            let mem = SimMemory::with_base(PhysAddr::new(0x8000_0000), 1 << 16);
+            let table = ArmStage1::new(&pages, Stage1Options::new()).unwrap();
+            let domain = IommuDomain::with_table(Smmu::default(), InvalidationMode::Strict, table);
+            let dev = Device::new(
+                Composed::from_parts(mem.clone(), domain, Coherent, NoBounce),
+                DeviceConfig::new(),
+            );
+            let d = dev.backend().translation();
+            let cd = d.with_page_table(|t| t.config());
+            // The SMMU's walk from TTB0, by physical address.
+            let walk = |iova: DmaAddr| {
+                let v = iova.as_u64();
+                let mut table = cd.ttbr.as_u64();
+                for level in 0..4 {
+                    let desc = pages.read(table + ((v >> (39 - 9 * level)) & 511) * 8);
+                    if desc & 1 == 0 {
+                        return None;
+                    }
+                    assert_eq!(desc & 3, 3, "table or page descriptor");
+                    if level == 3 {
+                        return Some(Stage1Pte::from_bits(desc));
+                    }
+                    table = desc & Stage1Pte::ADDR_MASK;
+                }
+                unreachable!()
+            };
+            let tx = mem.alloc_slice::<u8>(100).unwrap();
+            let rx = mem.alloc_slice::<u8>(2 * super::PAGE).unwrap();
+            let (tx_phys, rx_phys) = (mem.phys_of_buffer(&tx), mem.phys_of_buffer(&rx));
+            let tx = dev.map_to_device(tx).unwrap();
+            let rx = dev.map_from_device(rx).unwrap();
+            let t = walk(tx.dma_addr()).unwrap();
+            assert_eq!(t.phys().as_u64(), tx_phys.as_u64() & !0xfff);
+            assert!(t.is_read_only() && t.bits() & Stage1Pte::AF != 0);
+            let last = DmaAddr::new(rx.dma_addr().as_u64() + 2 * super::PAGE as u64 - 1);
+            let r = walk(last).unwrap();
+            assert_eq!(
+                r.phys().as_u64(),
+                (rx_phys.as_u64() + 2 * super::PAGE as u64 - 1) & !0xfff
+            );
+            assert!(!r.is_read_only(), "FromDevice: read/write on Arm");
+            let (tx_iova, rx_iova) = (tx.dma_addr(), rx.dma_addr());
+            // SAFETY: no device runs.
+            drop(unsafe { (tx.unmap(), rx.unmap()) });
+            assert_eq!((walk(tx_iova), walk(rx_iova)), (None, None));
+            assert_eq!(d.hardware().0.load(Ordering::Relaxed), 2);
+            assert_eq!(d.walks(), 0);
+        }
+        assert_eq!(pages.live(), 0, "the domain's drop freed every table");
+    }
+}

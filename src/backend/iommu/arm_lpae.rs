@@ -17,6 +17,61 @@
 //! and give the SMMU's context descriptor the values of
 //! [`ArmStage1::config`]. Its tables come from a [`TablePages`] source.
 //!
+//! ```
+//! use core::ptr::NonNull;
+//! use std::alloc::{Layout, alloc_zeroed, dealloc};
+//!
+//! use dmacap::backend::iommu::{
+//!     ArmStage1, InvalidationMode, IommuDomain, IommuHardware, Stage1Options, TablePage,
+//!     TablePages,
+//! };
+//! use dmacap::{DmaAddr, PhysAddr};
+//!
+//! /// Identity-mapped pages (physical address = CPU address), a coherent
+//! /// walker: bare metal with the MMU off or an identity map.
+//! struct Identity;
+//!
+//! const PAGE: Layout = match Layout::from_size_align(4096, 4096) {
+//!     Ok(l) => l,
+//!     Err(_) => panic!(),
+//! };
+//!
+//! // SAFETY: zeroed, aligned heap pages that the (identity) walker reads at
+//! // their address; writes are ordered by a fence (`dmb oshst` on arm64).
+//! unsafe impl TablePages for Identity {
+//!     fn alloc_table(&self) -> Option<TablePage> {
+//!         // SAFETY: not zero-sized.
+//!         let cpu = NonNull::new(unsafe { alloc_zeroed(PAGE) })?.cast::<u64>();
+//!         let phys = PhysAddr::new(cpu.as_ptr().addr() as u64);
+//!         Some(TablePage { cpu, phys })
+//!     }
+//!     unsafe fn free_table(&self, page: TablePage) {
+//!         // SAFETY: allocated above with `PAGE`.
+//!         unsafe { dealloc(page.cpu.as_ptr().cast(), PAGE) }
+//!     }
+//!     unsafe fn sync_for_walker(&self, _: NonNull<u64>, _: usize) {
+//!         core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
+//!     }
+//! }
+//!
+//! /// Stands in for an SMMUv3 command queue (`CMD_TLBI_NH_VA`, `CMD_SYNC`).
+//! struct Smmu;
+//! // SAFETY: no hardware here caches or translates anything.
+//! unsafe impl IommuHardware for Smmu {
+//!     fn invalidate_range(&self, _: DmaAddr, _: u64) {}
+//!     fn invalidate_all(&self) {}
+//!     fn sync(&self) {}
+//! }
+//!
+//! let table = ArmStage1::new(Identity, Stage1Options::new().output_bits(48)).unwrap();
+//! let domain = IommuDomain::with_table(Smmu, InvalidationMode::Strict, table);
+//! // The context descriptor: TTB0, T0SZ, TG0, IR0/OR0/SH0, IPS, MAIR.
+//! let cd = domain.with_page_table(|t| t.config());
+//! assert_eq!((cd.tsz, cd.tg, cd.ips, cd.mair), (16, 0, 5, 0x0004_ff44));
+//! assert_eq!(cd.ttbr.as_u64() % 4096, 0);
+//! # drop(domain);
+//! ```
+//!
 //! # What a page descriptor grants
 //!
 //! Following Linux's `arm_lpae_prot_to_pte` for stage 1:
@@ -136,9 +191,15 @@ unsafe impl<P: TablePages + ?Sized> TablePages for &P {
 /// output and coherent table walks and device accesses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stage1Options {
-    output_bits: u32,
-    coherent_walk: bool,
-    coherent_dma: bool,
+    /// The output address size in bits; see
+    /// [`output_bits`](Self::output_bits()).
+    pub output_bits: u32,
+    /// Whether table walks are coherent; see
+    /// [`coherent_walk`](Self::coherent_walk()).
+    pub coherent_walk: bool,
+    /// Whether device accesses are coherent; see
+    /// [`coherent_dma`](Self::coherent_dma()).
+    pub coherent_dma: bool,
 }
 
 impl Default for Stage1Options {
@@ -301,6 +362,12 @@ impl Stage1Pte {
     /// The output address: bits 47:12.
     pub const ADDR_MASK: u64 = ((1 << 48) - 1) & !(PAGE_SIZE - 1);
 
+    /// A descriptor read from a table (by a driver's dump or a test's
+    /// decoder).
+    pub const fn from_bits(bits: u64) -> Self {
+        Self(bits)
+    }
+
     /// The raw descriptor.
     pub const fn bits(self) -> u64 {
         self.0
@@ -414,7 +481,15 @@ fn new_children() -> Box<[u32; ENTRIES]> {
 impl<P: TablePages> ArmStage1<P> {
     /// An empty table (a zeroed root) with pages from `pages`; `NoMemory`
     /// if the root cannot be allocated below the output size.
+    ///
+    /// # Panics
+    ///
+    /// If `opts.output_bits` is not 32, 36, 40, 42, 44 or 48.
     pub fn new(pages: P, opts: Stage1Options) -> Result<Self, PageTableError> {
+        assert!(
+            ips_of(opts.output_bits).is_some(),
+            "the output size must be 32, 36, 40, 42, 44 or 48 bits"
+        );
         let root = Self::alloc(&pages, opts)?;
         Ok(Self {
             pages,

@@ -5,10 +5,10 @@ use core::fmt;
 
 use crate::backend::compose::{MapAttrs, Translation};
 use crate::backend::iommu::flushq::FlushQueues;
+use crate::backend::iommu::format::IoPageTable;
 use crate::backend::iommu::gather::{GatherLists, Gathered};
 use crate::backend::iommu::iova::{IovaAlloc, IovaAllocator};
-use crate::backend::iommu::format::IoPageTable;
-use crate::backend::iommu::pagetable::{PageTable, Prot};
+use crate::backend::iommu::pagetable::{PageTable, PageTableError, Prot};
 use crate::backend::iommu::{
     IOVA_BITS, InvalidationMode, IommuHardware, PAGE_SHIFT, PAGE_SIZE, page_offset, pages_spanned,
 };
@@ -420,13 +420,14 @@ unsafe impl<H: IommuHardware, F: IoPageTable> Translation for IommuDomain<H, F> 
             pages,
             Prot::for_dma(dir, attrs),
         );
-        if installed.is_err() {
+        if let Err(e) = installed {
             // SAFETY: just allocated; no entry was installed (the table
             // changes nothing on error), so no device can use it.
             unsafe { self.iova.free(a) };
-            return Err(MapErrorKind::Backend(
-                "the IOMMU page table refused the mapping",
-            ));
+            return Err(MapErrorKind::Backend(match e {
+                PageTableError::NoMemory => "no memory for an IOMMU page table",
+                _ => "the IOMMU page table refused the mapping",
+            }));
         }
         Ok((DmaAddr::new(base.as_u64() + page_offset(p)), ()))
     }

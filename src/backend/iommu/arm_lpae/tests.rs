@@ -56,6 +56,10 @@ fn layout() -> Layout {
 }
 
 impl HostPages {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn with_budget(n: usize) -> Self {
         let p = Self::default();
         p.set_budget(Some(n));
@@ -63,21 +67,21 @@ impl HostPages {
     }
 
     fn set_budget(&self, n: Option<usize>) {
-        self.0.lock().unwrap().budget = n;
+        self.lock().budget = n;
     }
 
     fn live(&self) -> usize {
-        self.0.lock().unwrap().pages.len()
+        self.lock().pages.len()
     }
 
     fn counts(&self) -> (usize, usize) {
-        let g = self.0.lock().unwrap();
+        let g = self.lock();
         (g.allocs, g.frees)
     }
 
     /// The walker's read of the descriptor at physical address `phys`.
     fn read_phys(&self, phys: u64) -> Option<u64> {
-        let g = self.0.lock().unwrap();
+        let g = self.lock();
         let page = g.pages.get(&(phys & !(PAGE_SIZE - 1)))?;
         Some(page.walker[((phys & (PAGE_SIZE - 1)) / 8) as usize])
     }
@@ -85,7 +89,7 @@ impl HostPages {
 
 impl Drop for HostPages {
     fn drop(&mut self) {
-        let g = self.0.get_mut().unwrap();
+        let g = self.0.get_mut().unwrap_or_else(|e| e.into_inner());
         for (_, p) in core::mem::take(&mut g.pages) {
             // SAFETY: allocated with `layout()` and never freed (still in
             // the map); a leaked table's last user is gone with its format.
@@ -99,7 +103,7 @@ impl Drop for HostPages {
 // model's walker sees exactly the bytes synced, at the time of the sync.
 unsafe impl TablePages for HostPages {
     fn alloc_table(&self) -> Option<TablePage> {
-        let mut g = self.0.lock().unwrap();
+        let mut g = self.lock();
         if let Some(b) = &mut g.budget {
             if *b == 0 {
                 return None;
@@ -127,7 +131,7 @@ unsafe impl TablePages for HostPages {
     }
 
     unsafe fn free_table(&self, page: TablePage) {
-        let mut g = self.0.lock().unwrap();
+        let mut g = self.lock();
         let p = g.pages.remove(&page.phys.as_u64()).expect("allocated here");
         assert_eq!(p.cpu, page.cpu);
         g.by_cpu.remove(&p.cpu.as_ptr().addr());
@@ -139,9 +143,14 @@ unsafe impl TablePages for HostPages {
     unsafe fn sync_for_walker(&self, cpu: NonNull<u64>, len: usize) {
         let a = cpu.as_ptr().addr();
         let base = a & !(TABLE_BYTES - 1);
-        assert!(len > 0 && len % 8 == 0 && a % 8 == 0 && a - base + len <= TABLE_BYTES);
+        assert!(
+            len > 0
+                && len.is_multiple_of(8)
+                && a.is_multiple_of(8)
+                && a - base + len <= TABLE_BYTES
+        );
         let (first, n) = ((a - base) / 8, len / 8);
-        let mut g = self.0.lock().unwrap();
+        let mut g = self.lock();
         let base = *g.by_cpu.get(&base).expect("a page of this source");
         let page = &g.pages[&base];
         let vals: Vec<u64> = (first..first + n)
@@ -189,7 +198,9 @@ fn decode(pages: &HostPages, cfg: &Stage1Config, iova: u64) -> Result<Option<(u6
             return Ok(None);
         }
         if d & 2 == 0 {
-            return Err(format!("level {level}: block or reserved descriptor {d:#x}"));
+            return Err(format!(
+                "level {level}: block or reserved descriptor {d:#x}"
+            ));
         }
         let oa = d & Stage1Pte::ADDR_MASK;
         if d & (0xf << 48) != 0 || oa >> oa_bits != 0 {
@@ -197,7 +208,9 @@ fn decode(pages: &HostPages, cfg: &Stage1Config, iova: u64) -> Result<Option<(u6
         }
         if level < 3 {
             if d != oa | 3 {
-                return Err(format!("level {level}: table descriptor {d:#x} with stray bits"));
+                return Err(format!(
+                    "level {level}: table descriptor {d:#x} with stray bits"
+                ));
             }
             table = oa;
             continue;
@@ -279,7 +292,10 @@ fn descriptors_and_config_match_linux_stage1() {
         (16, 0, 1, 1, 3, 5)
     );
     assert_eq!(cfg.mair, 0x0004_ff44);
-    assert_eq!(cfg.tcr(), 16 | 1 << 8 | 1 << 10 | 3 << 12 | 1 << 23 | 5 << 32);
+    assert_eq!(
+        cfg.tcr(),
+        16 | 1 << 8 | 1 << 10 | 3 << 12 | 1 << 23 | 5 << 32
+    );
     assert_eq!(cfg.ttbr, t.root());
     t.map_pages(DmaAddr::new(0x1000), PhysAddr::new(0x8000_0000), 1, RO)
         .unwrap();
@@ -297,12 +313,7 @@ fn descriptors_and_config_match_linux_stage1() {
     assert_eq!(t.walk(DmaAddr::new(0x3000)).unwrap().prot(), MMIO);
     assert_eq!(decode(&pages, &cfg, 0x4000), Ok(None));
     assert_eq!(
-        t.map_pages(
-            DmaAddr::new(0x5000),
-            PhysAddr::new(0),
-            1,
-            Prot::default()
-        ),
+        t.map_pages(DmaAddr::new(0x5000), PhysAddr::new(0), 1, Prot::default()),
         Err(PageTableError::Unsupported(Prot::default()))
     );
 
@@ -354,7 +365,10 @@ fn table_boundaries_unmap_and_refusals() {
         Err(PageTableError::AlreadyMapped(DmaAddr::new(at)))
     );
     assert_eq!(decode(&pages, &cfg, at + PAGE_SIZE), Ok(None));
-    assert_eq!(decode(&pages, &cfg, at).unwrap().unwrap().0, phys + 3 * PAGE_SIZE);
+    assert_eq!(
+        decode(&pages, &cfg, at).unwrap().unwrap().0,
+        phys + 3 * PAGE_SIZE
+    );
     assert!(matches!(
         t.map_pages(DmaAddr::new(0x1001), PhysAddr::new(0), 1, RO),
         Err(PageTableError::Misaligned { .. })
@@ -526,17 +540,16 @@ fn run(ops: &[Op], opts: (bool, bool)) -> Result<(), TestCaseError> {
                 } else if !prot.read && !prot.write {
                     Err(PageTableError::Unsupported(prot))
                 } else if let Some(k) = (0..n).find(|k| model.contains_key(&(v + k * PAGE_SIZE))) {
-                    Err(PageTableError::AlreadyMapped(DmaAddr::new(v + k * PAGE_SIZE)))
+                    Err(PageTableError::AlreadyMapped(DmaAddr::new(
+                        v + k * PAGE_SIZE,
+                    )))
                 } else {
                     Ok(())
                 };
                 prop_assert_eq!(got, want);
                 if got.is_ok() {
                     // Stage 1 grants read with write.
-                    let granted = Prot {
-                        read: true,
-                        ..prot
-                    };
+                    let granted = Prot { read: true, ..prot };
                     for k in 0..n {
                         model.insert(v + k * PAGE_SIZE, (p + k * PAGE_SIZE, granted));
                     }
@@ -600,5 +613,142 @@ fn random_sequences_match_an_independent_walker() {
     let strategy = (ops(), any::<bool>(), any::<bool>());
     if let Err(e) = runner.run(&strategy, |(ops, big, coherent)| run(&ops, (big, coherent))) {
         panic!("{e}");
+    }
+}
+
+/// The domain driving the Arm format: real buffers from the simulator's
+/// memory, a recording (no-op) IOMMU, the decoder as the SMMU.
+#[cfg(feature = "sim")]
+mod domain {
+    use super::*;
+    use crate::api::device::Device;
+    use crate::backend::compose::{Coherent, Composed, MapAttrs, NoBounce, Translation};
+    use crate::backend::iommu::testhw::{Op, Recorder};
+    use crate::backend::iommu::{InvalidationMode, IommuDomain};
+    use crate::base::context::DeviceConfig;
+    use crate::base::direction::DmaDirection;
+    use crate::sim::SimMemory;
+
+    type ArmDomain<'a> = IommuDomain<Recorder, ArmStage1<&'a HostPages>>;
+    type Dev<'a> = Device<Composed<SimMemory, ArmDomain<'a>, Coherent, NoBounce>>;
+
+    fn device<'a>(pages: &'a HostPages, mode: InvalidationMode) -> (SimMemory, Dev<'a>) {
+        let mem = SimMemory::with_base(PhysAddr::new(0x8000_0000), 1 << 16);
+        let table = ArmStage1::new(pages, Stage1Options::new()).unwrap();
+        let d = IommuDomain::with_table(Recorder::default(), mode, table);
+        let dev = Device::new(
+            Composed::from_parts(mem.clone(), d, Coherent, NoBounce),
+            DeviceConfig::new(),
+        );
+        (mem, dev)
+    }
+
+    /// The SMMU's translation of `iova` and whether it may write there.
+    fn smmu(pages: &HostPages, d: &ArmDomain<'_>, iova: DmaAddr) -> Option<(u64, bool)> {
+        let cfg = d.with_page_table(|t| t.config());
+        decode(pages, &cfg, iova.as_u64())
+            .unwrap()
+            .map(|(oa, desc)| (oa, desc & Stage1Pte::AP_RDONLY == 0))
+    }
+
+    #[test]
+    fn maps_and_unmaps_buffers_without_walking() {
+        for mode in [InvalidationMode::Strict, InvalidationMode::LAZY] {
+            let pages = HostPages::default();
+            let (mem, dev) = device(&pages, mode);
+            let d = dev.backend().translation();
+            let tx = mem.alloc_slice::<u8>(100).unwrap();
+            let rx = mem.alloc_slice::<u8>(6000).unwrap();
+            let (tx_phys, rx_phys) = (mem.phys_of_buffer(&tx), mem.phys_of_buffer(&rx));
+            let tx = dev.map_to_device(tx).unwrap();
+            let rx = dev.map_from_device(rx).unwrap();
+            assert_eq!(
+                smmu(&pages, d, tx.dma_addr()),
+                Some((tx_phys.as_u64(), false)),
+                "ToDevice: read-only"
+            );
+            // FromDevice: read/write on Arm (no write-only stage-1 entry);
+            // every byte of the buffer translates, across its pages.
+            for off in [0, 4095, 5999] {
+                let at = DmaAddr::new(rx.dma_addr().as_u64() + off);
+                assert_eq!(smmu(&pages, d, at), Some((rx_phys.as_u64() + off, true)));
+            }
+            let (tx_iova, rx_iova) = (tx.dma_addr(), rx.dma_addr());
+            // SAFETY: no device runs: the hardware is a recorder.
+            let (tx, rx) = unsafe { (tx.unmap(), rx.unmap()) };
+            d.flush_queue(dev.context());
+            assert_eq!(smmu(&pages, d, tx_iova), None);
+            assert_eq!(smmu(&pages, d, rx_iova), None);
+            assert!(!d.with_page_table(|t| t.has_mappings()));
+            assert_eq!(d.walks(), 0, "{mode:?}: no map or unmap path walks");
+            assert!(d.hardware().take().contains(&Op::Sync));
+            drop((tx, rx));
+        }
+    }
+
+    #[test]
+    fn unmapped_pages_fault_and_mmio_is_device_memory() {
+        let pages = HostPages::default();
+        let (mem, dev) = device(&pages, InvalidationMode::Strict);
+        let d = dev.backend().translation();
+        let buf = mem.alloc_slice::<u8>(64).unwrap();
+        let bi = dev.map_bidirectional(buf).unwrap();
+        let iova = bi.dma_addr();
+        assert!(smmu(&pages, d, iova).is_some());
+        // SAFETY: no device runs.
+        drop(unsafe { bi.unmap() });
+        assert_eq!(
+            smmu(&pages, d, iova),
+            None,
+            "cleared before the IOVA is reused"
+        );
+        assert_eq!(d.hardware().take().last(), Some(&Op::Sync));
+
+        let bar = PhysAddr::new(0x1_0000_0000);
+        // SAFETY: no device runs; the MMIO range is made up and never touched.
+        let (io, ()) = unsafe {
+            d.map(
+                bar,
+                4096,
+                DmaDirection::ToDevice,
+                MapAttrs::MMIO,
+                dev.context(),
+            )
+        }
+        .unwrap();
+        let cfg = d.with_page_table(|t| t.config());
+        let (oa, desc) = decode(&pages, &cfg, io.as_u64()).unwrap().unwrap();
+        assert_eq!(oa, bar.as_u64());
+        assert_eq!(Stage1Pte(desc).attr_index(), Stage1Config::ATTR_DEVICE);
+        assert!(d.walk(io).unwrap().prot().noncacheable);
+        // SAFETY: mapped above, unmapped once, no device.
+        unsafe { d.unmap(io, 4096, (), dev.context()) };
+        d.flush(dev.context());
+        assert_eq!(smmu(&pages, d, io), None);
+        assert_eq!(d.walks(), 1, "only the explicit walk above");
+    }
+
+    #[test]
+    fn dropped_domain_frees_its_tables_or_leaks_live_ones() {
+        let pages = HostPages::default();
+        {
+            let (mem, dev) = device(&pages, InvalidationMode::Strict);
+            let h = dev
+                .map_to_device(mem.alloc_slice::<u8>(8).unwrap())
+                .unwrap();
+            // SAFETY: no device runs.
+            drop(unsafe { h.unmap() });
+        }
+        assert_eq!(pages.live(), 0, "freed: nothing was mapped");
+        let leaked = ArmDomain::leaked_page_tables();
+        {
+            let (mem, dev) = device(&pages, InvalidationMode::Strict);
+            let h = dev
+                .map_to_device(mem.alloc_slice::<u8>(8).unwrap())
+                .unwrap();
+            core::mem::forget(h);
+        }
+        assert!(ArmDomain::leaked_page_tables() > leaked);
+        assert_eq!(pages.live(), 4, "the walker may still read them");
     }
 }
