@@ -317,6 +317,31 @@ fn run_smmuv3(
         failures += 1;
     }
 
+    // An MMIO range through the SMMU (a peer's BAR, here the function's own
+    // BAR 1 page): Device-nGnRE attributes, read-only for `ToDevice`.
+    // SAFETY: BAR 1 is MMIO this program assigned, never RAM; the device is
+    // never told the address.
+    let bar = unsafe {
+        device.map_mmio::<dmacap::ToDevice>(dmacap::PhysAddr::new(f.bars[1].into()), 4096)
+    }
+    .expect("MMIO mapping");
+    let pte = device.backend().translation().walk(bar.dma_addr());
+    let mmio_ok = pte.is_some_and(|p| {
+        p.attr_index() == dmacap::backend::iommu::Stage1Config::ATTR_DEVICE && p.is_read_only()
+    });
+    println!(
+        "smmu: MMIO {:#x} mapped at IOVA {}: {pte:?}, AttrIndx {:?} (Device-nGnRE), read-only {:?}",
+        f.bars[1],
+        bar.dma_addr(),
+        pte.map(|p| p.attr_index()),
+        pte.map(|p| p.is_read_only())
+    );
+    // SAFETY: the device never had the address.
+    unsafe { bar.unmap() };
+    if !mmio_ok {
+        failures += 1;
+    }
+
     // The fault: the device is handed an IOVA that a strict unmap took away.
     let status_addr = f.device_status_addr(&root);
     let (faults, expected, fault_ok) = fault::provoke(&mut blk, smmu, sid, status_addr);
