@@ -10,14 +10,7 @@ use crate::backend::direct::{BusWindows, Direct, DmaWindows};
 use crate::base::addr::{DmaAddr, PhysAddr};
 use crate::sim::memory::{PhysAccessError, SimMemory};
 
-/// What a device access does to memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// The device reads memory.
-    Read,
-    /// The device writes memory.
-    Write,
-}
+pub use crate::backend::iommu::fault::Access;
 
 /// Why a simulated device access failed. Nothing was read or written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

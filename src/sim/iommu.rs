@@ -25,26 +25,7 @@ use crate::sim::device::{Access, BusTranslate, SimFault};
 use crate::sim::memory::SimMemory;
 use crate::sync::{AtomicUsize, Mutex, Ordering, lock};
 
-/// Why the simulated IOMMU refused a device access.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaultReason {
-    /// No page table entry translates the address.
-    Untranslated,
-    /// The entry does not permit the access (a write to a page mapped for
-    /// `ToDevice`, a read of one mapped for `FromDevice`).
-    Denied,
-}
-
-/// One entry of the simulated IOMMU's fault log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IommuFault {
-    /// The address the device used.
-    pub iova: DmaAddr,
-    /// What it tried to do.
-    pub access: Access,
-    /// Why it was refused.
-    pub reason: FaultReason,
-}
+pub use crate::backend::iommu::fault::{FaultReason, IommuFault};
 
 /// An issued, not yet completed invalidation, in page frames.
 #[derive(Debug, Clone, Copy)]

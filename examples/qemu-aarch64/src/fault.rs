@@ -12,6 +12,9 @@ use virtio_drivers::device::blk::VirtIOBlk;
 use virtio_drivers::transport::Transport;
 use virtio_drivers::{BufferDirection, Hal, PhysAddr};
 
+use dmacap::DmaAddr;
+use dmacap::backend::iommu::{Access, FaultReason};
+
 use crate::smmu::Smmu;
 use crate::{IoHal, println};
 
@@ -161,8 +164,18 @@ pub fn provoke<T: Transport>(
             e.iova,
             if e.read { "read" } else { "write" }
         );
-        let in_range = e.iova >= stale & !0xfff && e.iova < stale + VICTIM as u64;
-        if e.kind == 0x10 && e.sid == sid && in_range && !e.read {
+        // As dmacap's fault record: an untranslated write by our stream
+        // inside the unmapped range.
+        let range = (
+            DmaAddr::new(stale & !0xfff),
+            VICTIM as u64 + (stale & 0xfff),
+        );
+        let expected_record = e.record().is_some_and(|f| {
+            f.reason == FaultReason::Untranslated
+                && f.access == Access::Write
+                && f.hits(range.0, range.1)
+        });
+        if expected_record && e.sid == sid {
             faults += 1;
         } else {
             others += 1;

@@ -15,7 +15,9 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use dmacap::DmaAddr;
-use dmacap::backend::iommu::{IommuHardware, Stage1Config, TablePage, TablePages};
+use dmacap::backend::iommu::{
+    Access, FaultReason, IommuFault, IommuHardware, Stage1Config, TablePage, TablePages,
+};
 use dmacap::platform::DmaAllocator;
 
 use crate::platform::BarePlatform;
@@ -75,6 +77,26 @@ pub struct SmmuFault {
 }
 
 impl SmmuFault {
+    /// dmacap's fault record for a translation or permission fault
+    /// (`F_TRANSLATION`, `F_PERMISSION`); `None` for other events
+    /// (configuration errors, which are not a device's access).
+    pub fn record(&self) -> Option<IommuFault> {
+        let reason = match self.kind {
+            0x10 => FaultReason::Untranslated,
+            0x13 => FaultReason::Denied,
+            _ => return None,
+        };
+        Some(IommuFault {
+            iova: DmaAddr::new(self.iova),
+            access: if self.read {
+                Access::Read
+            } else {
+                Access::Write
+            },
+            reason,
+        })
+    }
+
     /// The event type's name.
     pub fn name(&self) -> &'static str {
         match self.kind {

@@ -34,6 +34,7 @@ use crate::base::addr::DmaAddr;
 
 pub mod arm_lpae;
 pub mod domain;
+pub mod fault;
 mod flushq;
 pub mod format;
 mod gather;
@@ -47,6 +48,7 @@ mod testhw;
 
 pub use arm_lpae::{ArmStage1, Stage1Config, Stage1Options, Stage1Pte, TablePage, TablePages};
 pub use domain::IommuDomain;
+pub use fault::{Access, FaultReason, IommuFault};
 pub use format::{IoPageTable, PageEntry};
 pub use iova::{IovaAlloc, IovaAllocator};
 pub use pagetable::{PageTable, PageTableError, Prot, Pte};
