@@ -19,7 +19,33 @@
 use core::fmt;
 
 use crate::backend::iommu::pagetable::{PageTableError, Prot};
+use crate::backend::iommu::{IOVA_BITS, PAGE_SIZE};
 use crate::base::addr::{DmaAddr, PhysAddr};
+
+/// The checks every format makes before a map changes anything: `pages`
+/// non-zero, both addresses page-aligned, the IOVA range inside the 48-bit
+/// space and the physical range inside the format's `output_bits`.
+pub(crate) fn check_map_range(
+    iova: DmaAddr,
+    phys: PhysAddr,
+    pages: u64,
+    output_bits: u32,
+) -> Result<(), PageTableError> {
+    let (v, p) = (iova.as_u64(), phys.as_u64());
+    if pages == 0 || !v.is_multiple_of(PAGE_SIZE) || !p.is_multiple_of(PAGE_SIZE) {
+        return Err(PageTableError::Misaligned { iova, phys });
+    }
+    let bytes = pages.checked_mul(PAGE_SIZE);
+    let fits = |start: u64, bits: u32| {
+        bytes
+            .and_then(|b| start.checked_add(b))
+            .is_some_and(|end| end <= 1 << bits)
+    };
+    if !fits(v, IOVA_BITS) || !fits(p, output_bits) {
+        return Err(PageTableError::OutOfRange { iova, phys, pages });
+    }
+    Ok(())
+}
 
 /// A leaf entry as a format's [`walk`](IoPageTable::walk) returns it.
 pub trait PageEntry: Copy + PartialEq + fmt::Debug {

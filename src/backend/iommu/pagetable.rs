@@ -298,19 +298,8 @@ impl PageTable {
         pages: u64,
         prot: Prot,
     ) -> Result<(), PageTableError> {
+        crate::backend::iommu::format::check_map_range(iova, phys, pages, OUTPUT_BITS)?;
         let (v, p) = (iova.as_u64(), phys.as_u64());
-        if pages == 0 || !v.is_multiple_of(PAGE_SIZE) || !p.is_multiple_of(PAGE_SIZE) {
-            return Err(PageTableError::Misaligned { iova, phys });
-        }
-        let bytes = pages.checked_mul(PAGE_SIZE);
-        let fits = |start: u64, bits: u32| {
-            bytes
-                .and_then(|b| start.checked_add(b))
-                .is_some_and(|end| end <= 1 << bits)
-        };
-        if !fits(v, IOVA_BITS) || !fits(p, OUTPUT_BITS) {
-            return Err(PageTableError::OutOfRange { iova, phys, pages });
-        }
         // Check every page before changing any.
         for k in 0..pages {
             let at = v + k * PAGE_SIZE;
