@@ -68,14 +68,23 @@ pub enum WindowError {
 ///
 /// `count <= MAX`; `windows[..count]` have non-zero sizes, do not overflow
 /// and do not overlap; `windows[count..]` have size zero. `identity` is true
-/// exactly for the table built by [`identity`](Self::identity), whose one
-/// window is all of the address space, so its lookup is no lookup at all.
+/// exactly when the table is one window mapping physical address 0 to DMA
+/// address 0 for `u64::MAX` bytes (what [`identity`](Self::identity)
+/// builds, however it was built): derived from the windows when the table
+/// is made, kept so that the lookup is one test, no walk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DmaWindows {
     windows: [DmaWindow; DmaWindows::MAX],
     count: usize,
     identity: bool,
 }
+
+/// All of the address space at DMA address = physical address.
+const IDENTITY_WINDOW: DmaWindow = DmaWindow {
+    cpu_start: PhysAddr::new(0),
+    dma_start: DmaAddr::new(0),
+    size: u64::MAX,
+};
 
 const EMPTY_WINDOW: DmaWindow = DmaWindow {
     cpu_start: PhysAddr::new(0),
@@ -95,13 +104,15 @@ impl DmaWindows {
 
     /// DMA address equals physical address, everywhere.
     pub const fn identity() -> Self {
-        let mut table = Self::single(DmaWindow {
-            cpu_start: PhysAddr::new(0),
-            dma_start: DmaAddr::new(0),
-            size: u64::MAX,
-        });
-        table.identity = true;
-        table
+        Self::single(IDENTITY_WINDOW)
+    }
+
+    /// Whether `windows[..count]` is the identity table.
+    const fn is_identity(windows: &[DmaWindow]) -> bool {
+        windows.len() == 1
+            && windows[0].cpu_start.as_u64() == 0
+            && windows[0].dma_start.as_u64() == 0
+            && windows[0].size == u64::MAX
     }
 
     /// One window. Panics in const context if it overflows; use
@@ -115,7 +126,7 @@ impl DmaWindows {
         Self {
             windows,
             count: 1,
-            identity: false,
+            identity: Self::is_identity(&[window]),
         }
     }
 
@@ -146,7 +157,7 @@ impl DmaWindows {
         Ok(Self {
             windows,
             count: list.len(),
-            identity: false,
+            identity: Self::is_identity(list),
         })
     }
 
@@ -521,6 +532,8 @@ mod tests {
         assert_eq!(top.phys_to_dma(PhysAddr::new(u64::MAX), 2), None);
         assert_eq!(top.phys_to_dma(PhysAddr::new(u64::MAX - 0xfff), 0), None);
         let id = DmaWindows::identity();
+        // The flag is derived from the windows, not from the constructor.
+        assert_eq!(DmaWindows::new(&[IDENTITY_WINDOW]), Ok(id));
         assert_eq!(id.phys_to_dma(PhysAddr::new(u64::MAX), 2), None);
         assert_eq!(
             id.phys_to_dma(PhysAddr::new(0x1234), 8),

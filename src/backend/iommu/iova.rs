@@ -512,6 +512,26 @@ mod tests {
         }
     }
 
+    /// A free on this thread lands in its own magazine, not the locked
+    /// per-CPU slots, and the next alloc of that size takes it back from
+    /// there: the pair touches no lock.
+    #[test]
+    #[cfg(all(feature = "std", not(dmacap_loom)))]
+    fn a_pair_stays_in_the_thread_magazine() {
+        let a = IovaAllocator::new(0, 1024);
+        let x = a.alloc(1, u64::MAX).unwrap();
+        let pfn = x.pfn();
+        // SAFETY: from `a`, unused.
+        unsafe { a.free(x) };
+        assert_eq!(local::held(&a.shared).0, 1, "in this thread's magazine");
+        assert_eq!(a.shared.rcache.cached_pages(), 0, "not in a per-CPU slot");
+        let y = a.alloc(1, u64::MAX).unwrap();
+        assert_eq!(y.pfn(), pfn);
+        assert_eq!(local::held(&a.shared), (0, 1), "served from it: one hit");
+        // SAFETY: as above.
+        unsafe { a.free(y) };
+    }
+
     fn x_base(a: &IovaAllocator) -> u64 {
         a.aperture().0.as_u64() >> PAGE_SHIFT
     }
