@@ -159,11 +159,17 @@ where
 {
     device: &'static Device<B>,
     options: HalOptions,
-    shared: Mutex<ByDmaAddr<Shared<B>>>,
+    shared: Mutex<Shares<B>>,
     allocs: Mutex<ByDmaAddr<Coherent<'static, [Page], B>>>,
-    shares: AtomicUsize,
-    unshares: AtomicUsize,
     refusals: AtomicUsize,
+}
+
+/// The live shares and how many were ever made, under one lock: a share
+/// counts itself while it holds the lock anyway (no atomic add per
+/// buffer), and the unshares are the shares no longer live.
+struct Shares<B: Backend + 'static> {
+    live: ByDmaAddr<Shared<B>>,
+    total: usize,
 }
 
 impl<B: Backend + Sync + 'static> VirtioDevice<B>
@@ -174,10 +180,11 @@ where
         Self {
             device,
             options,
-            shared: Mutex::new(ByDmaAddr::new()),
+            shared: Mutex::new(Shares {
+                live: ByDmaAddr::new(),
+                total: 0,
+            }),
             allocs: Mutex::new(ByDmaAddr::new()),
-            shares: AtomicUsize::new(0),
-            unshares: AtomicUsize::new(0),
             refusals: AtomicUsize::new(0),
         }
     }
@@ -194,7 +201,7 @@ where
 
     /// Buffers shared and not yet unshared.
     pub fn live_shares(&self) -> usize {
-        lock(&self.shared).len()
+        lock(&self.shared).live.len()
     }
 
     /// `dma_alloc` allocations not yet deallocated.
@@ -204,12 +211,14 @@ where
 
     /// `share` calls that mapped a buffer, so far.
     pub fn shares(&self) -> usize {
-        self.shares.load(Ordering::Relaxed)
+        lock(&self.shared).total
     }
 
-    /// `unshare` calls that unmapped one, so far.
+    /// `unshare` calls that took a shared buffer back, so far: the shares
+    /// no longer live.
     pub fn unshares(&self) -> usize {
-        self.unshares.load(Ordering::Relaxed)
+        let s = lock(&self.shared);
+        s.total - s.live.len()
     }
 
     /// `share` calls dmacap refused (each one panicked), so far.
@@ -346,13 +355,19 @@ where
             len,
             dir: direction,
         };
-        let clash = lock(&self.shared).insert(entry).err();
+        let clash = {
+            let mut s = lock(&self.shared);
+            let clash = s.live.insert(entry).err();
+            if clash.is_none() {
+                s.total += 1;
+            }
+            clash
+        };
         if let Some(entry) = clash {
             // SAFETY: the device was never told this address.
             let _buffer: RawBuffer = unsafe { entry.handle.unmap() };
             panic!("share: DMA address {dma} is already a live share of this Hal");
         }
-        self.shares.fetch_add(1, Ordering::Relaxed);
         dma.as_u64()
     }
 
@@ -379,7 +394,7 @@ where
         buffer: NonNull<[u8]>,
         direction: BufferDirection,
     ) {
-        let taken = lock(&self.shared).take(DmaAddr::new(paddr));
+        let taken = lock(&self.shared).live.take(DmaAddr::new(paddr));
         let Some(mut entry) = taken else {
             panic!(
                 "unshare of DMA address {paddr:#x}: not a live share of this Hal \
@@ -389,7 +404,7 @@ where
         let (addr, len) = (buffer.cast::<u8>().as_ptr() as usize, buffer.len());
         if (entry.addr, entry.len, entry.dir) != (addr, len, direction) {
             let was = (entry.addr, entry.len, entry.dir);
-            let _ = lock(&self.shared).insert(entry);
+            let _ = lock(&self.shared).live.insert(entry);
             panic!(
                 "unshare of DMA address {paddr:#x} with {len} bytes at {addr:#x} ({direction:?}), \
                  but it shared {} bytes at {:#x} ({:?})",
@@ -403,7 +418,6 @@ where
         // SAFETY: the device has finished and the driver observed it
         // (caller).
         let _buffer: RawBuffer = unsafe { entry.handle.unmap() };
-        self.unshares.fetch_add(1, Ordering::Relaxed);
     }
 }
 
