@@ -221,7 +221,7 @@ impl IovaAllocator {
         }
         let size = Self::alloc_size(pages);
         let limit = limit.min(s.limit);
-        if size <= MAX_CACHED_PAGES {
+        if size <= local::LOCAL_MAX_PAGES {
             let order = order_of(size);
             if let Some(pfn) = local::pop(&self.shared, order, limit) {
                 return Some(IovaAlloc { pfn, pages: size });
@@ -289,7 +289,8 @@ impl IovaAllocator {
         if !(s.base <= a.pfn && a.end_pfn() <= s.limit) {
             foreign_free(&a);
         }
-        if a.pages <= MAX_CACHED_PAGES && local::push(&self.shared, order_of(a.pages), a.pfn) {
+        if a.pages <= local::LOCAL_MAX_PAGES && local::push(&self.shared, order_of(a.pages), a.pfn)
+        {
             return;
         }
         self.free_slow(a);

@@ -49,6 +49,9 @@ mod imp {
     /// Size classes kept per thread: 1, 2, 4 and 8 pages (larger ones use
     /// the per-CPU slots only).
     pub(crate) const LOCAL_ORDERS: usize = 4;
+    /// The largest size kept per thread, in pages (larger ones go straight
+    /// to the slots, without looking at the thread's magazines).
+    pub(crate) const LOCAL_MAX_PAGES: u64 = 1 << (LOCAL_ORDERS - 1);
     /// Allocators a thread serves at once, each in the way its address
     /// selects (direct-mapped: one compare to find it).
     const WAYS: usize = 4;
@@ -194,6 +197,7 @@ mod imp {
     #[inline(never)]
     fn push_slow(w: &mut Way, shared: &Arc<Shared>, order: usize, pfn: u64) -> bool {
         if order >= LOCAL_ORDERS {
+            // The caller checks `LOCAL_MAX_PAGES`; refuse rather than index.
             return false;
         }
         if !w.owned_by(shared) {
@@ -260,6 +264,9 @@ mod imp {
     use alloc::sync::Arc;
 
     use crate::backend::iommu::iova::Shared;
+
+    /// Nothing is kept per thread here.
+    pub(crate) const LOCAL_MAX_PAGES: u64 = 0;
 
     #[inline(always)]
     pub(crate) fn pop(_: &Arc<Shared>, _: usize, _: u64) -> Option<u64> {
