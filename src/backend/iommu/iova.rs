@@ -221,7 +221,7 @@ impl IovaAllocator {
         }
         let size = Self::alloc_size(pages);
         let limit = limit.min(s.limit);
-        if size <= local::LOCAL_MAX_PAGES {
+        if local::keeps(size) {
             let order = order_of(size);
             if let Some(pfn) = local::pop(&self.shared, order, limit) {
                 return Some(IovaAlloc { pfn, pages: size });
@@ -289,8 +289,7 @@ impl IovaAllocator {
         if !(s.base <= a.pfn && a.end_pfn() <= s.limit) {
             foreign_free(&a);
         }
-        if a.pages <= local::LOCAL_MAX_PAGES && local::push(&self.shared, order_of(a.pages), a.pfn)
-        {
+        if local::keeps(a.pages) && local::push(&self.shared, order_of(a.pages), a.pfn) {
             return;
         }
         self.free_slow(a);

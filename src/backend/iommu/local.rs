@@ -49,9 +49,13 @@ mod imp {
     /// Size classes kept per thread: 1, 2, 4 and 8 pages (larger ones use
     /// the per-CPU slots only).
     pub(crate) const LOCAL_ORDERS: usize = 4;
-    /// The largest size kept per thread, in pages (larger ones go straight
-    /// to the slots, without looking at the thread's magazines).
-    pub(crate) const LOCAL_MAX_PAGES: u64 = 1 << (LOCAL_ORDERS - 1);
+    /// Whether ranges of `pages` pages are kept per thread (1 to 8 pages;
+    /// larger ones go straight to the slots, without looking at the
+    /// thread's magazines).
+    #[inline(always)]
+    pub(crate) fn keeps(pages: u64) -> bool {
+        pages <= 1 << (LOCAL_ORDERS - 1)
+    }
     /// Allocators a thread serves at once, each in the way its address
     /// selects (direct-mapped: one compare to find it).
     const WAYS: usize = 4;
@@ -197,7 +201,7 @@ mod imp {
     #[inline(never)]
     fn push_slow(w: &mut Way, shared: &Arc<Shared>, order: usize, pfn: u64) -> bool {
         if order >= LOCAL_ORDERS {
-            // The caller checks `LOCAL_MAX_PAGES`; refuse rather than index.
+            // The caller checks `keeps`; refuse rather than index.
             return false;
         }
         if !w.owned_by(shared) {
@@ -266,7 +270,10 @@ mod imp {
     use crate::backend::iommu::iova::Shared;
 
     /// Nothing is kept per thread here.
-    pub(crate) const LOCAL_MAX_PAGES: u64 = 0;
+    #[inline(always)]
+    pub(crate) fn keeps(_: u64) -> bool {
+        false
+    }
 
     #[inline(always)]
     pub(crate) fn pop(_: &Arc<Shared>, _: usize, _: u64) -> Option<u64> {
