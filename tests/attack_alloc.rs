@@ -852,8 +852,13 @@ fn held_dropped_unflushed_batches_unmap_and_free_everything() {
             .map_from_device(mem.alloc_slice_aligned::<u8>(128, 64).unwrap())
             .unwrap()
             .sync_for_device(h);
-        drop(b);
+        drop_unflushed(b);
     }
+    assert_eq!(
+        dev.stats().unflushed(),
+        3,
+        "each item counted on its device"
+    );
     {
         let mut b = dev.batch();
         b.map(mem.alloc_slice_aligned::<u8>(64, 64).unwrap())
@@ -866,8 +871,10 @@ fn held_dropped_unflushed_batches_unmap_and_free_everything() {
                 .sync_for_cpu()
         };
         b.sync_for_device(foreign);
-        drop(b);
+        drop_unflushed(b);
     }
+    assert_eq!(dev.stats().unflushed(), 4);
+    assert_eq!(other.stats().unflushed(), 1, "counted on the item's device");
     assert_eq!(mem.device_owned_bytes(), 0);
     assert_eq!(mem.allocated_bytes(), before);
     assert_eq!(dev.leaked() + other.leaked(), 0);
@@ -886,6 +893,23 @@ fn held_dropped_unflushed_batches_unmap_and_free_everything() {
         0,
         "a forgotten batch granted nothing"
     );
+}
+
+/// Drops a batch holding items: in a debug build the drop panics (after
+/// tearing the items down) with a message naming the way out; in a
+/// release build it only counts.
+fn drop_unflushed<T>(batch: T) {
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(batch)));
+    if cfg!(debug_assertions) {
+        let payload = dropped.expect_err("a dropped non-empty batch panics in debug builds");
+        let text = payload
+            .downcast_ref::<String>()
+            .expect("a formatted message");
+        assert!(text.contains("dropped without `flush()`"), "{text}");
+        assert!(text.contains("with_batch"), "names the scoped form: {text}");
+    } else {
+        dropped.expect("release builds only count");
+    }
 }
 
 /// Attack: drop unflushed batches whose completion barrier unwinds: a

@@ -5,7 +5,7 @@
 
 use dmacap::backend::direct::DmaWindows;
 use dmacap::backend::noncoherent::DirectNonCoherent;
-use dmacap::sim::{SimCache, SimMemory, SimPlatform};
+use dmacap::sim::{SimBuffer, SimCache, SimMemory, SimPlatform};
 use dmacap::{Bidirectional, DeviceConfig, DmaAddr, DmaMask, FromDevice, MapErrorKind, ToDevice};
 
 const LEN: usize = 256;
@@ -157,9 +157,10 @@ fn dropping_an_unflushed_batch_frees_what_no_device_was_given() {
             .unwrap();
     }
     assert_eq!(batch.len(), 3);
-    drop(batch);
+    drop_unflushed(batch);
     // No device was given an address (hand-overs are granted by the flush):
-    // the maps were completed, then unmapped and freed.
+    // the maps were completed, then unmapped and freed, and counted.
+    assert_eq!(dev.stats().unflushed(), 3);
     assert_eq!(dev.leaked(), 0);
     assert_eq!(dev.stats().barriers(), 1);
     assert_eq!(sim.memory().allocated_bytes(), 0);
@@ -181,24 +182,163 @@ fn dropping_an_unflushed_batch_frees_what_no_device_was_given() {
             .sync_for_device(again)
             .unmap_device_owned(gone)
     };
-    drop(pending);
+    drop_unflushed(pending);
+    assert_eq!(dev.stats().unflushed(), 3 + 4);
     assert_eq!(dev.leaked(), 0);
     assert_eq!(sim.memory().allocated_bytes(), 0);
     assert_eq!(sim.memory().device_owned_bytes(), 0);
 }
 
-/// Fills a batch and fails half-way with `?`, as a driver's error path does.
+/// Drops a batch holding items: a debug build panics after the teardown
+/// (with a message naming the way out), a release build only counts.
+fn drop_unflushed<T>(batch: T) {
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(batch)));
+    if cfg!(debug_assertions) {
+        let payload = dropped.expect_err("a dropped non-empty batch panics in debug builds");
+        let text = payload
+            .downcast_ref::<String>()
+            .expect("a formatted message");
+        assert!(text.contains("dropped without `flush()`"), "{text}");
+        assert!(text.contains("dev.with_batch"), "{text}");
+        assert!(text.contains("discard()"), "{text}");
+    } else {
+        dropped.expect("release builds only count");
+    }
+}
+
+/// The NIC-driver shape that lost ring slots: a refill batch held in a
+/// `let` and never flushed. It is counted per device, on the device of
+/// each item, and the debug assertion fires.
+#[test]
+fn a_held_batch_never_flushed_is_counted_and_asserted() {
+    let sim = SimPlatform::noncoherent(1 << 20);
+    let dev = sim.noncoherent_device();
+    let mut ring = Vec::new();
+    let refill = |ring: &mut Vec<_>, n: usize, flush: bool| {
+        let mut b = dev.batch();
+        for _ in 0..n {
+            b.map_from_device(sim.memory().alloc_slice_aligned::<u8>(2048, 64).unwrap())
+                .unwrap();
+        }
+        if flush {
+            ring.extend(b.flush());
+        } else {
+            drop_unflushed(b); // the forgotten flush
+        }
+    };
+    refill(&mut ring, 2, true);
+    refill(&mut ring, 2, false);
+    assert_eq!(ring.len(), 2, "the ring is short of the two lost slots");
+    assert_eq!(dev.stats().unflushed(), 2, "and it shows");
+    assert_eq!(dev.leaked(), 0, "nothing quarantined: no device had them");
+    assert_eq!(
+        sim.memory().allocated_bytes(),
+        2 * 2048,
+        "the lost two were freed"
+    );
+
+    // Empty batches, flushed ones and discarded ones are silent.
+    type Nc = DirectNonCoherent<SimMemory, SimCache>;
+    drop(dev.batch::<dmacap::batch::PendingToCpu<'_, dmacap::FromDevice, SimBuffer<[u8]>, Nc>>());
+    drop(dev.fixed_batch());
+    let mut b = dev.batch();
+    b.map_from_device(sim.memory().alloc_slice_aligned::<u8>(64, 64).unwrap())
+        .unwrap();
+    b.discard();
+    let b = dev
+        .fixed_batch()
+        .map_to_device(sim.memory().alloc_slice_aligned::<u8>(64, 64).unwrap())
+        .unwrap();
+    b.discard();
+    assert_eq!(dev.stats().unflushed(), 2);
+    assert_eq!(sim.memory().allocated_bytes(), 2 * 2048);
+    // SAFETY: the simulated device never ran.
+    drop(
+        ring.into_iter()
+            .map(|h| unsafe { h.unmap() })
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(sim.memory().allocated_bytes(), 0);
+}
+
+/// The scoped form: the closure's end is the flush. A refill that fails
+/// half-way with `?` keeps what it mapped, flushed with one barrier.
+#[test]
+fn with_batch_flushes_whatever_the_closure_returns() {
+    let sim = SimPlatform::noncoherent(1 << 20);
+    let dev = sim.noncoherent_device();
+    let engine = sim.device(&dev);
+    let (rx, res) = dev.with_batch(|b| -> Result<(), Box<dyn std::error::Error>> {
+        for _ in 0..3 {
+            b.map_from_device(sim.memory().alloc_slice_aligned::<u8>(256, 64)?)?;
+        }
+        // Refused (shares a cache line): `?` leaves the closure.
+        b.map_from_device(sim.memory().alloc_slice_aligned::<u8>(100, 64)?)?;
+        unreachable!("the fourth map fails");
+    });
+    let err = res.unwrap_err();
+    assert!(err.to_string().contains("cache line"), "{err}");
+    drop(err);
+    assert_eq!(rx.len(), 3, "the three mapped before the error came back");
+    assert_eq!(dev.stats().barriers(), 1, "one flush for all three");
+    assert_eq!(dev.stats().unflushed(), 0);
+    // They are really the device's: it writes them, and the CPU reads it.
+    for (i, h) in rx.iter().enumerate() {
+        engine.write(h.dma_addr(), &[i as u8 + 1; 256]).unwrap();
+    }
+    let (back, ()) = dev.with_batch(|b| {
+        for h in rx {
+            // SAFETY: the simulated device's writes have returned.
+            unsafe { b.sync_for_cpu(h) };
+        }
+    });
+    assert_eq!(dev.stats().barriers(), 2);
+    for (i, h) in back.iter().enumerate() {
+        assert!(h.contents().iter().all(|&x| x == i as u8 + 1));
+    }
+    drop(back);
+    assert_eq!(sim.memory().allocated_bytes(), 0);
+
+    // A closure that panics: the lent batch drops as the stack unwinds;
+    // its items are torn down and counted, and the unwind is not turned
+    // into an abort by the debug assertion.
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        dev.with_batch(|b| {
+            b.map_to_device(sim.memory().alloc_slice_aligned::<u8>(64, 64).unwrap())
+                .unwrap();
+            panic!("the driver's own bug");
+        })
+    }));
+    assert!(r.is_err());
+    assert_eq!(dev.stats().unflushed(), 1);
+    assert_eq!(dev.leaked(), 0);
+    assert_eq!(sim.memory().allocated_bytes(), 0);
+    assert_eq!(sim.memory().device_owned_bytes(), 0);
+}
+
+/// Fills a batch and fails half-way with `?`, as a driver's error path does
+/// (the scoped form: the handles mapped before the error come back flushed,
+/// and this error path gives them back).
 fn fill_or_fail(
     dev: &dmacap::Device<DirectNonCoherent<SimMemory, SimCache>>,
     mem: &SimMemory,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let mut batch = dev.batch();
-    for _ in 0..4 {
-        batch.map_from_device(mem.alloc_slice_aligned::<u8>(256, 64)?)?;
-    }
-    // A buffer that shares a cache line: refused, and `?` drops the batch.
-    batch.map_from_device(mem.alloc_slice_aligned::<u8>(100, 64)?)?;
-    let _rx = batch.flush();
+    let (rx, res) = dev.with_batch(|batch| -> Result<(), Box<dyn std::error::Error>> {
+        for _ in 0..4 {
+            batch.map_from_device(mem.alloc_slice_aligned::<u8>(256, 64)?)?;
+        }
+        // A buffer that shares a cache line: refused, `?` leaves the closure.
+        batch.map_from_device(mem.alloc_slice_aligned::<u8>(100, 64)?)?;
+        Ok(())
+    });
+    assert_eq!(rx.len(), 4);
+    // SAFETY: the simulated device never ran.
+    drop(
+        rx.into_iter()
+            .map(|h| unsafe { h.unmap() })
+            .collect::<Vec<_>>(),
+    );
+    res?;
     unreachable!("the last map fails");
 }
 

@@ -82,11 +82,13 @@ enum Op {
         lens: Vec<usize>,
         fill: u8,
     },
-    /// Maps into a batch that is dropped unflushed: everything in it is
-    /// unmapped and freed.
+    /// Maps into a batch that is dropped unflushed, or discarded: everything
+    /// in it is unmapped and freed; a drop counts the items as unflushed
+    /// (and panics in a debug build), a discard does not.
     BatchMapDropped {
         dir: Dir,
         lens: Vec<usize>,
+        discard: bool,
     },
     FixedMap {
         tx: usize,
@@ -182,8 +184,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (dir(), prop::collection::vec(len(), 1..4), any::<u8>())
             .prop_map(|(dir, lens, fill)| Op::BatchMap { dir, lens, fill }),
         1 => (len(), len(), any::<u8>()).prop_map(|(tx, rx, fill)| Op::FixedMap { tx, rx, fill }),
-        1 => (dir(), prop::collection::vec(len(), 1..4))
-            .prop_map(|(dir, lens)| Op::BatchMapDropped { dir, lens }),
+        1 => (dir(), prop::collection::vec(len(), 1..4), any::<bool>())
+            .prop_map(|(dir, lens, discard)| Op::BatchMapDropped { dir, lens, discard }),
         1 => (prop::collection::vec(len(), 1..4), any::<u8>())
             .prop_map(|(lens, fill)| Op::MapSg { lens, fill }),
         5 => (slot.clone(), 0usize..512, 0usize..512, any::<u8>())
@@ -531,6 +533,8 @@ where
     let dev = &rig.dev;
     let engine = SimDevice::new(dev, rig.mem.clone());
     let mut slots: Vec<Slot<'_, Composed<SimMemory, T, K, Bo>>> = Vec::new();
+    // Handles dropped inside unflushed batches, as `DeviceStats::unflushed` must count them.
+    let mut unflushed = 0;
     let show = if K::COHERENT && Bo::NEVER {
         Show::Shared
     } else if rig.low_full {
@@ -610,7 +614,11 @@ where
                     Dir::Bi => batch_map!(Bidirectional),
                 }
             }
-            Op::BatchMapDropped { dir, ref lens } if room => {
+            Op::BatchMapDropped {
+                dir,
+                ref lens,
+                discard,
+            } if room => {
                 macro_rules! dropped {
                     ($d:ty) => {{
                         let mut b = dev.batch::<Mapped<'_, $d, DevOwned, Buf, _>>();
@@ -618,7 +626,17 @@ where
                             let r = b.map(rig.alloc(len, 0));
                             prop_assert_eq!(r.is_err(), Rig::<T, K, Bo>::refuses_len(len));
                         }
-                        drop(b);
+                        let held = b.len();
+                        if discard {
+                            b.discard();
+                        } else {
+                            let dropped =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(b)));
+                            // Debug builds panic on a non-empty drop, after the teardown.
+                            prop_assert_eq!(dropped.is_err(), cfg!(debug_assertions) && held > 0);
+                            unflushed += held;
+                        }
+                        prop_assert_eq!(dev.stats().unflushed(), unflushed, "unflushed count");
                     }};
                 }
                 match dir {

@@ -120,6 +120,7 @@ impl Default for DeviceConfig {
 pub struct DeviceStats {
     leaked: AtomicUsize,
     leaked_bytes: AtomicUsize,
+    unflushed: AtomicUsize,
     barriers: AtomicUsize,
     lines_cleaned: AtomicUsize,
     lines_invalidated: AtomicUsize,
@@ -133,6 +134,7 @@ impl DeviceStats {
         Self {
             leaked: AtomicUsize::new(0),
             leaked_bytes: AtomicUsize::new(0),
+            unflushed: AtomicUsize::new(0),
             barriers: AtomicUsize::new(0),
             lines_cleaned: AtomicUsize::new(0),
             lines_invalidated: AtomicUsize::new(0),
@@ -151,6 +153,20 @@ impl DeviceStats {
     /// Bytes held by quarantined buffers.
     pub fn leaked_bytes(&self) -> usize {
         self.leaked_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Handles of this device that were dropped inside a batch nobody
+    /// flushed (a batch that went out of scope, or was dropped, with items
+    /// in it). No device was given their addresses (a hand-over is granted
+    /// only by the flush), so their work was completed and their mappings
+    /// torn down and buffers freed, but the driver lost them: a receive
+    /// ring refilled through such a batch is short of those buffers. A
+    /// batch given up on purpose (`Batch::discard`, `FixedBatch::discard`,
+    /// a failed `FixedBatch::map`) is not counted.
+    /// In debug builds with `std`, dropping a non-empty batch also panics
+    /// (unless the thread is already panicking).
+    pub fn unflushed(&self) -> usize {
+        self.unflushed.load(Ordering::Relaxed)
     }
 
     /// Completion barriers issued (`dsb sy`, `sfence`) or IOTLB syncs.
@@ -219,6 +235,12 @@ impl DeviceStats {
         if n != 0 {
             bump(&self.lines_invalidated, n);
         }
+    }
+
+    /// Counts one handle dropped inside an unflushed batch (a cold path:
+    /// an exact atomic add).
+    pub(crate) fn record_unflushed(&self) {
+        self.unflushed.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn record_leak(&self, bytes: usize) {

@@ -47,7 +47,7 @@ use crate::base::error::MapError;
 /// assert_eq!(dev.stats().barriers(), 2);
 /// # drop(rx);
 /// ```
-#[must_use = "a batch hands nothing over until `flush()`; dropped, it unmaps and frees what it holds"]
+#[must_use = "a batch hands nothing over until `flush()`; dropped, it frees what it holds and counts it in `DeviceStats::unflushed`"]
 pub struct Batch<'d, B: Backend, T: Settle> {
     device: &'d Device<B>,
     items: Vec<T>,
@@ -56,12 +56,60 @@ pub struct Batch<'d, B: Backend, T: Settle> {
 
 impl<B: Backend> Device<B> {
     /// An empty dynamic batch on this device.
+    ///
+    /// Prefer [`with_batch`](Self::with_batch), which cannot forget the
+    /// flush. A batch held in a variable must be flushed (or given up with
+    /// [`Batch::discard`]); dropped with items in it, it frees them,
+    /// counts them in [`DeviceStats::unflushed`](crate::DeviceStats::unflushed)
+    /// and, in debug builds, panics.
     pub fn batch<T: Settle>(&self) -> Batch<'_, B, T> {
         Batch {
             device: self,
             items: Vec::new(),
             _not_send: FlushOnTheIssuingThread::default(),
         }
+    }
+
+    /// Fills a batch in `fill` and flushes it when `fill` returns: the
+    /// closure's end is the flush, so the flush cannot be forgotten. Returns
+    /// the flushed handles (in the order they were added) and what `fill`
+    /// returned.
+    ///
+    /// Whatever `fill` returns, an error from `?` included, the handles it
+    /// added come back flushed: a refill that runs out of buffers halfway
+    /// keeps the ones it mapped. The batch is only lent to `fill`; if
+    /// `fill` panics, the batch drops as it unwinds (its items are torn
+    /// down and counted in
+    /// [`DeviceStats::unflushed`](crate::DeviceStats::unflushed)).
+    ///
+    /// # Example
+    ///
+    /// Refilling a receive ring from a pool that may run dry:
+    ///
+    /// ```
+    /// use dmacap::sim::SimPlatform;
+    ///
+    /// let sim = SimPlatform::noncoherent(1 << 20);
+    /// let dev = sim.noncoherent_device();
+    /// let (rx, result) = dev.with_batch(|b| {
+    ///     for _ in 0..4 {
+    ///         let buf = sim.memory().alloc_slice_aligned::<u8>(2048, 64)?;
+    ///         b.map_from_device(buf)?;
+    ///     }
+    ///     Ok::<_, Box<dyn std::error::Error>>(())
+    /// });
+    /// result.unwrap();
+    /// assert_eq!(rx.len(), 4); // four device-owned handles
+    /// assert_eq!(dev.stats().barriers(), 1); // one barrier for all four
+    /// # drop(rx);
+    /// ```
+    pub fn with_batch<'d, T: Settle, R>(
+        &'d self,
+        fill: impl FnOnce(&mut Batch<'d, B, T>) -> R,
+    ) -> (Vec<T::Output>, R) {
+        let mut batch = self.batch();
+        let result = fill(&mut batch);
+        (batch.flush(), result)
     }
 }
 
@@ -85,6 +133,11 @@ impl<'d, B: Backend, T: Settle> Batch<'d, B, T> {
         self.items.is_empty()
     }
 
+    /// Room for `n` more handles without reallocating.
+    pub fn reserve(&mut self, n: usize) {
+        self.items.reserve(n);
+    }
+
     /// Completes the work of every handle with one barrier (one per device
     /// involved) and returns them in their new state, in order.
     #[must_use = "the handles come back here: dropped, device-owned ones are quarantined for good"]
@@ -94,6 +147,26 @@ impl<'d, B: Backend, T: Settle> Batch<'d, B, T> {
         complete(&items);
         items.into_iter().map(SettleItem::settle).collect()
     }
+
+    /// Gives the batch up on purpose: completes the work issued, then
+    /// unmaps every mapping and frees every buffer (no device was given
+    /// any of them: hand-overs are granted only by the flush). Unlike a
+    /// drop, it is not counted in
+    /// [`DeviceStats::unflushed`](crate::DeviceStats::unflushed) and never
+    /// panics in debug builds. Handles on their way back to the CPU
+    /// ([`PendingToCpu`]) are freed too: the caller already declared the
+    /// device finished with them.
+    pub fn discard(mut self) {
+        tear_down(core::mem::take(&mut self.items));
+    }
+}
+
+/// Completes the items' work, then unmaps and frees each. If the
+/// completion unwinds, the items drop as what they are: device-owned
+/// handles and pending unmaps quarantine themselves.
+fn tear_down<T: Settle>(items: Vec<T>) {
+    complete(&items);
+    items.into_iter().for_each(SettleItem::discard);
 }
 
 /// Flushes every device the items need, once each.
@@ -202,12 +275,16 @@ where
 impl<B: Backend, T: Settle> Drop for Batch<'_, B, T> {
     fn drop(&mut self) {
         // No item was handed to a device: hand-overs are granted only by
-        // `flush`. Complete what was issued, then unmap and free each. If
-        // the completion unwinds, the items drop as what they are:
-        // device-owned handles and pending unmaps quarantine themselves.
+        // `flush`. Count each on its device first (so that an unwinding
+        // completion still shows), tear them down, then report.
         let items = core::mem::take(&mut self.items);
-        complete(&items);
-        items.into_iter().for_each(SettleItem::discard);
+        if items.is_empty() {
+            return;
+        }
+        let n = items.len();
+        items.iter().for_each(SettleItem::count_unflushed);
+        tear_down(items);
+        super::unflushed_dropped("Batch", n);
     }
 }
 

@@ -46,6 +46,10 @@ mod sealed {
 
         /// Dropped unflushed (after completion): unmap and free every item.
         fn discard_all(self);
+
+        /// Counts every item on its device as dropped unflushed; returns
+        /// how many there are.
+        fn count_unflushed_all(&self) -> usize;
     }
 
     /// Appending `T` to the tuple.
@@ -65,6 +69,9 @@ impl Tuple for () {
     fn complete(&self, _: &mut Seen<8>) {}
     fn settle_all(self) {}
     fn discard_all(self) {}
+    fn count_unflushed_all(&self) -> usize {
+        0
+    }
 }
 impl<T: Settle> PushItem<T> for () {
     type Out = (T,);
@@ -94,6 +101,13 @@ macro_rules! tuples {
             fn discard_all(self) {
                 let ($($name,)+) = self;
                 $($name.discard();)+
+            }
+
+            #[allow(non_snake_case)]
+            fn count_unflushed_all(&self) -> usize {
+                let ($($name,)+) = self;
+                $($name.count_unflushed();)+
+                [$(stringify!($name)),+].len()
             }
         }
     )+};
@@ -171,7 +185,7 @@ pushes! {
 /// assert_eq!(resp.contents()[0], 0x13);
 /// assert_eq!(cmd[0], 0x12);
 /// ```
-#[must_use = "a batch hands nothing over until `flush()`; dropped, it unmaps and frees what it holds"]
+#[must_use = "a batch hands nothing over until `flush()`; dropped, it frees what it holds and counts it in `DeviceStats::unflushed`"]
 pub struct FixedBatch<'d, B: Backend, L: SettleAll> {
     device: &'d Device<B>,
     items: Option<L>,
@@ -211,9 +225,10 @@ impl<'d, B: Backend, L: SettleAll> FixedBatch<'d, B, L> {
     /// Maps `buf` for direction `D` into the batch.
     ///
     /// On error the buffer comes back inside the error and the batch is
-    /// dropped: nothing it held was handed to a device yet, so its mappings
-    /// are unmapped and their buffers freed, and nothing leaks. That makes
-    /// the batch work with `?`:
+    /// [discarded](Self::discard): nothing it held was handed to a device
+    /// yet, so its mappings are unmapped and their buffers freed, nothing
+    /// leaks, and nothing is counted as unflushed. That makes the batch
+    /// work with `?`:
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -235,7 +250,10 @@ impl<'d, B: Backend, L: SettleAll> FixedBatch<'d, B, L> {
         Buf::Target: Transfer<D> + CacheSafe<B::Granule>,
         L: Push<Mapped<'d, D, DevOwned, Buf, B>>,
     {
-        self.try_map(buf).map_err(|(_batch, e)| e)
+        self.try_map(buf).map_err(|(batch, e)| {
+            batch.discard();
+            e
+        })
     }
 
     /// Maps `buf` for direction `D` into the batch; on error the batch and
@@ -358,13 +376,33 @@ impl<'d, B: Backend, L: SettleAll> FixedBatch<'d, B, L> {
         items.complete(&mut Seen::new());
         items.settle_all()
     }
+
+    /// Gives the batch up on purpose: completes the work issued, then
+    /// unmaps every mapping and frees every buffer (no device was given
+    /// any of them). Unlike a drop, it is not counted in
+    /// [`DeviceStats::unflushed`](crate::DeviceStats::unflushed) and never
+    /// panics in debug builds.
+    pub fn discard(mut self) {
+        tear_down(self.take());
+    }
+}
+
+/// Completes the items' work, then unmaps and frees each; if the completion
+/// unwinds, the items drop as what they are (device-owned ones quarantine).
+fn tear_down<L: SettleAll>(items: L) {
+    items.complete(&mut Seen::new());
+    items.discard_all();
 }
 
 impl<B: Backend, L: SettleAll> Drop for FixedBatch<'_, B, L> {
     fn drop(&mut self) {
+        // `None` after `flush`, `discard` or a push moved the items on.
         if let Some(items) = self.items.take() {
-            items.complete(&mut Seen::new());
-            items.discard_all();
+            let n = items.count_unflushed_all();
+            tear_down(items);
+            if n != 0 {
+                super::unflushed_dropped("FixedBatch", n);
+            }
         }
     }
 }

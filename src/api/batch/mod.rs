@@ -10,12 +10,35 @@
 //! A batch owns the handles given to it, so none of them is reachable until
 //! `flush()` has completed the work and returns them in their new state: a
 //! buffer whose maintenance is still in flight cannot be read by the CPU or
-//! handed to the device. A batch is `#[must_use]`. Since a hand-over to the
-//! device is granted only by the flush, no device was ever given an address
-//! from an unflushed batch: dropping one (on a `?` error path, say)
-//! completes its work, then unmaps every mapping and frees every buffer it
-//! holds, leaking nothing. Only if that completion unwinds are the items
-//! quarantined instead (never freed, counted in
+//! handed to the device.
+//!
+//! # Forgetting the flush
+//!
+//! The shape that cannot forget it is the scoped one,
+//! [`Device::with_batch`](crate::Device::with_batch): the closure fills
+//! the batch, and its end is the flush. The batch is lent to the closure,
+//! so it cannot outlive it, and whatever the closure returns (an error from
+//! `?` included) the handles added so far come back flushed.
+//!
+//! A batch held in a variable is `#[must_use]`, which catches only a
+//! discarded temporary. Since a hand-over to the device is granted only by
+//! the flush, no device was ever given an address from an unflushed batch,
+//! so dropping one with items in it is never unsound: it completes the
+//! work issued, then unmaps every mapping and frees every buffer, leaking
+//! nothing. But the driver has lost those handles (a receive ring refilled
+//! that way is short of buffers), so the drop is made visible:
+//!
+//! - each item is counted on its device in
+//!   [`DeviceStats::unflushed`](crate::DeviceStats::unflushed);
+//! - in debug builds with `std`, the drop panics after tearing the items
+//!   down (not while the thread is already panicking, so an unwinding
+//!   flush or closure still only counts).
+//!
+//! Giving a batch up on purpose says so: `discard()` tears it down the
+//! same way without counting or panicking, and a failed
+//! [`FixedBatch::map`] (the `?` path) discards the batch it consumed. Only
+//! if the completion itself unwinds are the items quarantined instead
+//! (never freed, counted in
 //! [`DeviceStats::leaked`](crate::DeviceStats::leaked)).
 //!
 //! Two shapes:
@@ -82,6 +105,9 @@ mod sealed {
         /// Completes the work issued on its device.
         fn flush_device(&self);
 
+        /// Counts it on its device as dropped inside an unflushed batch.
+        fn count_unflushed(&self);
+
         /// After the flush of its device: the output.
         fn settle(self) -> Self::Output;
 
@@ -145,6 +171,10 @@ impl<D: Direction, Buf: DmaBuffer, B: Backend> sealed::SettleItem
         self.device().backend().flush(self.device().context());
     }
 
+    fn count_unflushed(&self) {
+        self.device().stats().record_unflushed();
+    }
+
     #[inline]
     fn settle(self) -> Self {
         self.granted();
@@ -176,6 +206,10 @@ impl<'d, D: Direction, Buf: DmaBuffer, B: Backend> sealed::SettleItem
         self.0.device().backend().flush(self.0.device().context());
     }
 
+    fn count_unflushed(&self) {
+        self.0.device().stats().record_unflushed();
+    }
+
     #[inline]
     fn settle(self) -> Self::Output {
         self.0.into_cpu_owned()
@@ -204,6 +238,10 @@ impl<Buf: DmaBuffer, B: Backend> sealed::SettleItem for PendingUnmap<'_, Buf, B>
         self.device().backend().flush(self.device().context());
     }
 
+    fn count_unflushed(&self) {
+        self.device().stats().record_unflushed();
+    }
+
     #[inline]
     fn settle(self) -> Buf {
         // SAFETY: `settle` is called only after the batch's flush completed
@@ -215,4 +253,23 @@ impl<Buf: DmaBuffer, B: Backend> sealed::SettleItem for PendingUnmap<'_, Buf, B>
         // SAFETY: the batch completed the unmap's work on its device.
         drop(unsafe { self.into_buffer() });
     }
+}
+
+/// The debug assertion of a batch dropped with `n` items unflushed (see
+/// the module docs), called after the items were torn down and counted, so
+/// the panic loses nothing. Not while the thread is already panicking: a
+/// panic in a destructor during unwinding aborts.
+#[inline]
+fn unflushed_dropped(kind: &str, n: usize) {
+    #[cfg(all(debug_assertions, feature = "std"))]
+    if !std::thread::panicking() {
+        panic!(
+            "a {kind} holding {n} handle(s) was dropped without `flush()`: their mappings were \
+             torn down and their buffers freed, and the driver has lost them (counted in \
+             `DeviceStats::unflushed`). Fill batches inside `dev.with_batch(|b| ...)`, whose \
+             end is the flush, or call `flush()`; give one up on purpose with `discard()`"
+        );
+    }
+    #[cfg(not(all(debug_assertions, feature = "std")))]
+    let _ = (kind, n);
 }
