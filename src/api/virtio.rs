@@ -73,13 +73,14 @@
 //! When the refused buffer is not the first of a request (a descriptor
 //! chain), the earlier buffers of that request were shared already and
 //! **stay shared**: `virtio-drivers`' `VirtQueue::add` shares its buffers
-//! one by one before it writes any descriptor, and does not unshare them
+//! one by one, before it publishes the chain, and does not unshare them
 //! when a later `share` unwinds. They are counted in
 //! [`live_shares`](VirtioDevice::live_shares) (not in the device's
 //! `leaked()`: they are not quarantined, just never returned); their
 //! memory stays mapped, which is sound because clause 2 of
 //! [`install`](HalSlot::install) keeps it allocated. No device was told
-//! their addresses (no descriptor was written), so nothing else follows.
+//! their addresses (the chain never reached the available ring), so
+//! nothing else follows.
 //! A program that recovers from the panic should treat the queue as
 //! broken.
 //!
