@@ -178,8 +178,8 @@ fn a_stale_share_names_the_earlier_share_and_the_cause() {
     )));
     // SAFETY: the device only writes what it was given to write.
     let hal = unsafe { Stale::install(dev) };
-    let mut first = vec![0u8; 64];
-    let mut buf = vec![0u8; 100];
+    let mut first = Box::new([0u8; 64]);
+    let mut buf = Box::new([0u8; 100]);
     let p1 = NonNull::from(&mut first[..]);
     let p = NonNull::from(&mut buf[..]);
     // SAFETY: clause 2 (share call #1).
