@@ -781,8 +781,10 @@ macro_rules! virtio_hal {
         // SAFETY: `dma_alloc` returns zeroed, page-aligned memory of one
         // coherent allocation that nothing else references, until
         // `dma_dealloc`; `share` and `unshare` map and unmap through dmacap
-        // under the promises `virtio_drivers::Hal` asks of its callers,
-        // checked where they can be (unknown addresses panic).
+        // under the promises `virtio_drivers::Hal` asks of its callers and
+        // the clauses the installer signed (`HalSlot::install`: a shared
+        // buffer outlives its share; unshare after the device), checked
+        // where they can be (unknown addresses, lengths, directions panic).
         unsafe impl $crate::virtio::virtio_drivers::Hal for $name {
             fn dma_alloc(
                 pages: usize,
@@ -812,8 +814,9 @@ macro_rules! virtio_hal {
                 buffer: ::core::ptr::NonNull<[u8]>,
                 direction: $crate::virtio::virtio_drivers::BufferDirection,
             ) -> $crate::virtio::virtio_drivers::PhysAddr {
-                // SAFETY: `virtio-drivers` keeps the buffer valid and untouched
-                // until it unshares it (`VirtQueue::add`'s contract).
+                // SAFETY: the buffer stays allocated and untouched until it is
+                // unshared: `install`'s clause 2, which `VirtQueue::add`'s
+                // contract keeps for `virtio-drivers`' own drivers.
                 unsafe { Self::state().share(buffer, direction) }
             }
 
