@@ -7,7 +7,8 @@
 #      integration test of the `dmacap` package. Tests that need inline
 #      assembly are `#[cfg_attr(miri, ignore)]`. Then the `virtio-tests`
 #      package: virtio-drivers' block and net drivers over every backend.
-#   2. Tree Borrows: the adversarial suite (tests/adversarial.rs,
+#   2. Tree Borrows: the virtio adapter's contract tests
+#      (virtio-tests/tests/contract.rs), then the adversarial suite (tests/adversarial.rs,
 #      tests/auto_traits.rs and tests/attack_*.rs, those that exist) a
 #      second time.
 #
@@ -91,6 +92,14 @@ MIRIFLAGS="-Zmiri-ignore-leaks -Zmiri-permissive-provenance" \
     timed "Stacked Borrows (virtio-tests)" \
     cargo +nightly miri test -p dmacap-virtio-tests --no-fail-fast ||
     failed+=("Stacked Borrows (virtio-tests)")
+
+header "Tree Borrows: the virtio adapter's contract (virtio-tests/tests/contract.rs)"
+# A caller keeping install's clauses, the run-time checks, DMA address 0,
+# a refusal mid-chain and the stale-share message, under the second model.
+MIRIFLAGS="-Zmiri-ignore-leaks -Zmiri-permissive-provenance -Zmiri-tree-borrows" \
+    timed "Tree Borrows (virtio-tests contract)" \
+    cargo +nightly miri test -p dmacap-virtio-tests --no-fail-fast --test contract ||
+    failed+=("Tree Borrows (virtio-tests contract)")
 
 header "Tree Borrows: the adversarial suite"
 suite=()

@@ -70,15 +70,31 @@
 //! and nothing is held: the panic unwinds through `virtio-drivers` with
 //! the device never told the address.
 //!
+//! When the refused buffer is not the first of a request (a descriptor
+//! chain), the earlier buffers of that request were shared already and
+//! **stay shared**: `virtio-drivers`' `VirtQueue::add` shares its buffers
+//! one by one, before it publishes the chain, and does not unshare them
+//! when a later `share` unwinds. They are counted in
+//! [`live_shares`](VirtioDevice::live_shares) (not in the device's
+//! `leaked()`: they are not quarantined, just never returned); their
+//! memory stays mapped, which is sound because clause 2 of
+//! [`install`](HalSlot::install) keeps it allocated. No device was told
+//! their addresses (the chain never reached the available ring), so
+//! nothing else follows.
+//! A program that recovers from the panic should treat the queue as
+//! broken.
+//!
 //! # Soundness
 //!
 //! `unshare` and `dma_dealloc` with an address this `Hal` did not hand out
 //! (or handed out and already took back), or with a buffer, length or
 //! direction other than the one shared, panic before anything changes.
-//! The one promise the adapter cannot check is made once, at
-//! [`install`](HalSlot::install), which is therefore `unsafe`:
-//! `virtio-drivers` shares the buffers a device reads from shared
-//! references (`&[u8]`), so the device must not write them.
+//! The promises the adapter cannot check are made once, at
+//! [`install`](HalSlot::install), which is therefore `unsafe`: the device
+//! does not write the buffers it reads (`virtio-drivers` shares them from
+//! `&[u8]`); every shared buffer stays allocated and untouched until its
+//! `unshare` (which `virtio_drivers::Hal::share` itself does not promise,
+//! but `VirtQueue::add` does); and `unshare` comes after the device.
 #![allow(clippy::module_name_repetitions)]
 
 use core::fmt;
@@ -143,6 +159,9 @@ struct Shared<B: Backend + 'static> {
     addr: usize,
     len: usize,
     dir: BufferDirection,
+    /// Which `share` call made it (1 for the first), for the stale-share
+    /// message.
+    seq: usize,
 }
 
 impl<B: Backend + 'static> HasDmaAddr for Shared<B> {
@@ -161,6 +180,10 @@ where
     options: HalOptions,
     shared: Mutex<Shares<B>>,
     allocs: Mutex<ByDmaAddr<Coherent<'static, [Page], B>>>,
+    /// Allocations that came back at DMA address 0, which `virtio-drivers`
+    /// reads as failure: kept (never handed out, never freed) so the
+    /// allocator cannot return that address again.
+    at_zero: Mutex<alloc::vec::Vec<Coherent<'static, [Page], B>>>,
     refusals: AtomicUsize,
 }
 
@@ -185,6 +208,7 @@ where
                 total: 0,
             }),
             allocs: Mutex::new(ByDmaAddr::new()),
+            at_zero: Mutex::new(alloc::vec::Vec::new()),
             refusals: AtomicUsize::new(0),
         }
     }
@@ -221,6 +245,13 @@ where
         s.total - s.live.len()
     }
 
+    /// Allocations held back because their DMA address was 0 (which
+    /// `virtio-drivers` reads as failure): never handed out, never freed,
+    /// counted here instead of lost. Since the held allocation keeps address 0 taken: at most one.
+    pub fn held_at_zero(&self) -> usize {
+        lock(&self.at_zero).len()
+    }
+
     /// `share` calls dmacap refused (each one panicked), so far.
     pub fn refusals(&self) -> usize {
         self.refusals.load(Ordering::Relaxed)
@@ -231,22 +262,33 @@ where
     /// allocate or map them.
     pub fn dma_alloc(&self, pages: usize) -> (virtio_drivers::PhysAddr, NonNull<u8>) {
         let failed = (0, NonNull::dangling());
-        let Ok(boxed) = self.device.alloc_coherent_slice::<Page>(pages) else {
-            return failed;
-        };
-        let Ok(shared) = boxed.share() else {
-            return failed;
-        };
-        let (dma, ptr) = (shared.dma_addr(), shared.cpu_ptr());
-        let refused = lock(&self.allocs).insert(shared).err();
-        if let Some(shared) = refused {
-            // Two live allocations at one DMA address: the backend broke
-            // its contract. The address never reached the device.
-            // SAFETY: no device was told this allocation's address.
-            unsafe { shared.free() };
-            panic!("dma_alloc: DMA address {dma} is already a live allocation of this Hal");
+        // DMA address 0 is `virtio-drivers`' failure value: an allocation
+        // there would never be freed. Keep it (so the allocator cannot
+        // return it again) and allocate once more; the second try cannot
+        // be at 0, which is taken.
+        for _ in 0..2 {
+            let Ok(boxed) = self.device.alloc_coherent_slice::<Page>(pages) else {
+                return failed;
+            };
+            let Ok(shared) = boxed.share() else {
+                return failed;
+            };
+            let (dma, ptr) = (shared.dma_addr(), shared.cpu_ptr());
+            if dma.as_u64() == 0 {
+                lock(&self.at_zero).push(shared);
+                continue;
+            }
+            let refused = lock(&self.allocs).insert(shared).err();
+            if let Some(shared) = refused {
+                // Two live allocations at one DMA address: the backend broke
+                // its contract. The address never reached the device.
+                // SAFETY: no device was told this allocation's address.
+                unsafe { shared.free() };
+                panic!("dma_alloc: DMA address {dma} is already a live allocation of this Hal");
+            }
+            return (dma.as_u64(), ptr);
         }
-        (dma.as_u64(), ptr)
+        failed
     }
 
     /// `Hal::dma_dealloc`: frees the allocation `dma_alloc` returned with
@@ -349,24 +391,35 @@ where
             }
         };
         let dma = handle.dma_addr();
-        let entry = Shared {
-            handle,
-            addr,
-            len,
-            dir: direction,
-        };
         let clash = {
             let mut s = lock(&self.shared);
-            let clash = s.live.insert(entry).err();
-            if clash.is_none() {
-                s.total += 1;
+            let entry = Shared {
+                handle,
+                addr,
+                len,
+                dir: direction,
+                seq: s.total + 1,
+            };
+            match s.live.insert(entry) {
+                Ok(_) => {
+                    s.total += 1;
+                    None
+                }
+                Err(entry) => {
+                    // What the earlier share was, for the message; put back.
+                    let was = s.live.take(dma).map(|e| {
+                        let w = (e.addr, e.len, e.dir, e.seq);
+                        let _ = s.live.insert(e);
+                        w
+                    });
+                    Some((entry, was))
+                }
             }
-            clash
         };
-        if let Some(entry) = clash {
+        if let Some((entry, was)) = clash {
             // SAFETY: the device was never told this address.
             let _buffer: RawBuffer = unsafe { entry.handle.unmap() };
-            panic!("share: DMA address {dma} is already a live share of this Hal");
+            stale_share(dma, addr, len, direction, was);
         }
         dma.as_u64()
     }
@@ -437,6 +490,28 @@ unsafe fn rebase<B: Backend>(h: &mut AnyMapped<'_, DevOwned, RawBuffer, B>, ptr:
     }
 }
 
+/// The panic of a `share` whose DMA address is still a live share: names
+/// the earlier share and the likely cause.
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn stale_share(
+    dma: DmaAddr,
+    addr: usize,
+    len: usize,
+    dir: BufferDirection,
+    was: Option<(usize, usize, BufferDirection, usize)>,
+) -> ! {
+    let (waddr, wlen, wdir, seq) = was.unwrap_or((0, 0, dir, 0));
+    panic!(
+        "share of {len} bytes at {addr:#x} ({dir:?}): DMA address {dma} is already a live share \
+         of this Hal, made by share call #{seq} ({wlen} bytes at {waddr:#x}, {wdir:?}), which \
+         was never unshared. Likely cause: a driver that never unshared a buffer, e.g. a \
+         request dropped before its completion was popped (the buffer's memory was then \
+         reused while still mapped). Nothing new was mapped."
+    )
+}
+
 /// The panic of a refused `share`.
 #[cold]
 #[inline(never)]
@@ -495,12 +570,34 @@ where
     ///
     /// # Safety
     ///
-    /// The device never writes a buffer it was given to read
-    /// (`DriverToDevice`): `virtio-drivers` shares those from shared
-    /// references (`&[u8]`), which nothing may write. A backend that stops
-    /// it keeps the promise for any device: a bounce backend (the device
-    /// reads a copy) behind an IOMMU, which maps it read-only; and so does
-    /// a trusted device that follows the virtio specification.
+    /// Everything the adapter assumes of the device and of the code that
+    /// calls the installed `Hal` (for `virtio-drivers`' drivers, its
+    /// `VirtQueue`), beyond what `virtio_drivers::Hal` documents:
+    ///
+    /// 1. **Read-only buffers stay unwritten.** The device never writes a
+    ///    buffer it was given to read (`DriverToDevice`): `virtio-drivers`
+    ///    shares those from shared references (`&[u8]`), which nothing may
+    ///    write. A backend that stops it keeps the promise for any device:
+    ///    a bounce backend (the device reads a copy) behind an IOMMU, which
+    ///    maps it read-only; and so does a trusted device that follows the
+    ///    virtio specification.
+    /// 2. **A shared buffer outlives its share.** `Hal::share` documents
+    ///    only that the buffer is valid for the call; the adapter keeps it
+    ///    mapped until `unshare`. So every buffer passed to `share` stays
+    ///    allocated, and is accessed by nothing but the device and the
+    ///    adapter, from that `share` until the `unshare` with the address it
+    ///    returned has returned (forever, if that `unshare` never comes).
+    ///    `VirtQueue::add`'s own contract ("the buffers must remain valid
+    ///    and not be accessed until `pop_used`") gives exactly this.
+    /// 3. **Unshare after the device.** `unshare` (and `dma_dealloc`) come
+    ///    only after the device has finished every access to the buffer
+    ///    (allocation) and the caller observed it: for `virtio-drivers`,
+    ///    the chain came back in the used ring (the queue was unset).
+    ///
+    /// What the adapter checks instead of assuming: `unshare` and
+    /// `dma_dealloc` of an address it did not hand out (or took back), or
+    /// with another buffer, length or direction, panic before anything
+    /// changes; a `share` at an address still shared panics naming both.
     pub unsafe fn install(&self, device: &'static Device<B>) -> &'static VirtioDevice<B> {
         // SAFETY: the caller's promise, passed on.
         unsafe { self.install_with(device, HalOptions::new()) }
@@ -514,7 +611,7 @@ where
     ///
     /// # Safety
     ///
-    /// As for [`install`](Self::install); and with
+    /// As for [`install`](Self::install) (clauses 1–3); and, 4, with
     /// [`HalOptions::whole_lines`], every buffer the driver shares owns the
     /// whole cache lines (of the backend's granule) it touches: no other
     /// data lies in them, and nothing touches them while it is shared.
@@ -684,8 +781,10 @@ macro_rules! virtio_hal {
         // SAFETY: `dma_alloc` returns zeroed, page-aligned memory of one
         // coherent allocation that nothing else references, until
         // `dma_dealloc`; `share` and `unshare` map and unmap through dmacap
-        // under the promises `virtio_drivers::Hal` asks of its callers,
-        // checked where they can be (unknown addresses panic).
+        // under the promises `virtio_drivers::Hal` asks of its callers and
+        // the clauses the installer signed (`HalSlot::install`: a shared
+        // buffer outlives its share; unshare after the device), checked
+        // where they can be (unknown addresses, lengths, directions panic).
         unsafe impl $crate::virtio::virtio_drivers::Hal for $name {
             fn dma_alloc(
                 pages: usize,
@@ -715,8 +814,9 @@ macro_rules! virtio_hal {
                 buffer: ::core::ptr::NonNull<[u8]>,
                 direction: $crate::virtio::virtio_drivers::BufferDirection,
             ) -> $crate::virtio::virtio_drivers::PhysAddr {
-                // SAFETY: `virtio-drivers` keeps the buffer valid and untouched
-                // until it unshares it (`VirtQueue::add`'s contract).
+                // SAFETY: the buffer stays allocated and untouched until it is
+                // unshared: `install`'s clause 2, which `VirtQueue::add`'s
+                // contract keeps for `virtio-drivers`' own drivers.
                 unsafe { Self::state().share(buffer, direction) }
             }
 

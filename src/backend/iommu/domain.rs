@@ -162,7 +162,11 @@ impl<H: IommuHardware, F: IoPageTable> IommuDomain<H, F> {
         Self {
             hw,
             mode,
-            iova: IovaAllocator::new(b >> PAGE_SHIFT, end >> PAGE_SHIFT),
+            // IOVA 0 is never handed out: many consumers read DMA address
+            // 0 as failure (`virtio-drivers`' `dma_alloc`), and a live
+            // mapping there would be lost. An aperture starting at 0 loses
+            // its first page.
+            iova: IovaAllocator::new((b >> PAGE_SHIFT).max(1), end >> PAGE_SHIFT),
             output_bits: table.output_bits(),
             table: Mutex::new(table),
             gather: GatherLists::new(),
