@@ -115,6 +115,36 @@ pub trait Ownership: sealed::Sealed + Send + Sync + 'static {
 /// [`CpuOwnedPrefix`]. Sealed.
 pub trait CpuState: Ownership {}
 
+/// Only for the compiler's message: a device-owned handle has no CPU view.
+/// Implemented by no state, so a `contents()` call on a
+/// [`DevOwned`] handle fails with a first error line that says what is
+/// needed and which call gets there. Sealed.
+#[diagnostic::on_unimplemented(
+    message = "`contents()` needs a CPU-owned handle: this one is device-owned; call `unsafe {{ h.sync_for_cpu() }}` (or `sync_prefix_for_cpu(n)`) once the device has finished",
+    label = "device-owned: the device may be writing this buffer now",
+    note = "a device-owned handle has no CPU view; `sync_for_cpu` hands the buffer back to the CPU"
+)]
+pub trait CpuViewable<D>: sealed::Sealed {
+    /// Never called: no state implements this trait.
+    #[doc(hidden)]
+    fn absurd<R>() -> R;
+}
+
+/// Only for the compiler's message: a CPU-owned handle has no DMA address.
+/// Implemented by no state, so a `dma_addr()` call on a [`CpuOwned`] or
+/// [`CpuOwnedPrefix`] handle fails with a first error line that says what
+/// is needed and which call gets there. Sealed.
+#[diagnostic::on_unimplemented(
+    message = "`dma_addr()` needs a device-owned handle: this one is CPU-owned; call `h.sync_for_device()` (or map it) to hand the buffer and its address to the device",
+    label = "CPU-owned: the device must not be given this buffer's address",
+    note = "only a device-owned handle has a DMA address: handing it out is handing the buffer over"
+)]
+pub trait DevAddressable<D>: sealed::Sealed {
+    /// Never called: no state implements this trait.
+    #[doc(hidden)]
+    fn absurd<R>() -> R;
+}
+
 /// The CPU owns the buffer: CPU views exist, the DMA address does not.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuOwned;
