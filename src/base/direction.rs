@@ -118,7 +118,7 @@ pub trait CpuState: Ownership {}
 /// Only for the compiler's message: a device-owned handle has no CPU view.
 /// Implemented by no state, so a `contents()` call on a
 /// [`DevOwned`] handle fails with a first error line that says what is
-/// needed and which call gets there. Sealed.
+/// needed and which call gets there. Sealed (its parameter must be a sealed `Direction`).
 #[diagnostic::on_unimplemented(
     message = "`contents()` needs a CPU-owned handle: this one is device-owned; call `unsafe {{ h.sync_for_cpu() }}` (or `sync_prefix_for_cpu(n)`) once the device has finished",
     label = "device-owned: the device may be writing this buffer now",
@@ -133,7 +133,7 @@ pub trait CpuViewable<D>: sealed::Sealed {
 /// Only for the compiler's message: a CPU-owned handle has no DMA address.
 /// Implemented by no state, so a `dma_addr()` call on a [`CpuOwned`] or
 /// [`CpuOwnedPrefix`] handle fails with a first error line that says what
-/// is needed and which call gets there. Sealed.
+/// is needed and which call gets there. Sealed (its parameter must be a sealed `Direction`).
 #[diagnostic::on_unimplemented(
     message = "`dma_addr()` needs a device-owned handle: this one is CPU-owned; call `h.sync_for_device()` (or map it) to hand the buffer and its address to the device",
     label = "CPU-owned: the device must not be given this buffer's address",
