@@ -375,12 +375,18 @@ fn a_buffer_sharing_a_cache_line_is_refused_and_given_back() {
     let shifted = mem.alloc_slice::<u8>(LEN).unwrap();
     let cpu = shifted.as_ptr() as usize;
     assert_ne!(cpu % 64, 0);
+    let phys = dmacap::platform::PhysLookup::phys_of(
+        mem,
+        core::ptr::NonNull::new(cpu as *mut u8).unwrap(),
+        LEN,
+    )
+    .unwrap();
     let before = mem.allocated_bytes();
     let (kind, shifted) = dev.map_to_device(shifted).unwrap_err().into_parts();
     assert_eq!(
         kind,
         MapErrorKind::SharesCacheLine {
-            cpu,
+            phys,
             len: LEN,
             granule: 64
         }
