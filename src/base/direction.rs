@@ -120,7 +120,7 @@ pub trait CpuState: Ownership {}
 /// [`DevOwned`] handle fails with a first error line that says what is
 /// needed and which call gets there. Sealed (its parameter must be a sealed `Direction`).
 #[diagnostic::on_unimplemented(
-    message = "`contents()` needs a CPU-owned handle: this one is device-owned; call `unsafe {{ h.sync_for_cpu() }}` (or `sync_prefix_for_cpu(n)`) once the device has finished",
+    message = "`contents()` needs a CPU-owned handle: this one is device-owned; `unsafe {{ h.sync_for_cpu() }}` returns one once the device has finished (a handle given to a batch comes back from `flush()`)",
     label = "device-owned: the device may be writing this buffer now",
     note = "a device-owned handle has no CPU view; `sync_for_cpu` hands the buffer back to the CPU"
 )]
@@ -135,7 +135,7 @@ pub trait CpuViewable<D>: sealed::Sealed {
 /// [`CpuOwnedPrefix`] handle fails with a first error line that says what
 /// is needed and which call gets there. Sealed (its parameter must be a sealed `Direction`).
 #[diagnostic::on_unimplemented(
-    message = "`dma_addr()` needs a device-owned handle: this one is CPU-owned; call `h.sync_for_device()` (or map it) to hand the buffer and its address to the device",
+    message = "`dma_addr()` needs a device-owned handle: this one is CPU-owned; `h.sync_for_device()` returns one (a handle given to a batch comes back from `flush()`)",
     label = "CPU-owned: the device must not be given this buffer's address",
     note = "only a device-owned handle has a DMA address: handing it out is handing the buffer over"
 )]
