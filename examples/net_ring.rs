@@ -28,10 +28,8 @@ use std::process::exit;
 use std::time::{Duration, Instant};
 
 use dmacap::backend::Backend;
-use dmacap::backend::compose::{Composed, NoBounce, NonCoherent};
-use dmacap::backend::iommu::{InvalidationMode, IommuDomain};
 use dmacap::buffer::CacheSafe;
-use dmacap::sim::{BusTranslate, SimBuffer, SimDevice, SimIommu, SimMemory, SimPlatform};
+use dmacap::sim::{BusTranslate, SimBuffer, SimDevice, SimMemory, SimPlatform};
 use dmacap::{
     CpuOwnedPrefix, DevOwned, Device, DeviceConfig, DmaAddr, FromDevice, Mapped, ToDevice,
     dma_read, dma_write,
@@ -365,16 +363,7 @@ fn main() {
     let iommu_run = |batch: usize| {
         let sim = SimPlatform::noncoherent(2 << 20);
         let mem = sim.memory();
-        let domain = IommuDomain::new(SimIommu::new(), InvalidationMode::Strict);
-        let dev = Device::new(
-            Composed::from_parts(
-                mem.clone(),
-                domain,
-                NonCoherent(mem.cache().unwrap()),
-                NoBounce,
-            ),
-            DeviceConfig::new(),
-        );
+        let dev = sim.noncoherent_iommu_device(DeviceConfig::new());
         let free = dev.backend().translation().free_pages();
         let name = format!("IOMMU + non-coherent, batch {batch}");
         let r = run(&name, mem, &dev, batch);

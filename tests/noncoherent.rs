@@ -375,12 +375,18 @@ fn a_buffer_sharing_a_cache_line_is_refused_and_given_back() {
     let shifted = mem.alloc_slice::<u8>(LEN).unwrap();
     let cpu = shifted.as_ptr() as usize;
     assert_ne!(cpu % 64, 0);
+    let phys = dmacap::platform::PhysLookup::phys_of(
+        mem,
+        core::ptr::NonNull::new(cpu as *mut u8).unwrap(),
+        LEN,
+    )
+    .unwrap();
     let before = mem.allocated_bytes();
     let (kind, shifted) = dev.map_to_device(shifted).unwrap_err().into_parts();
     assert_eq!(
         kind,
         MapErrorKind::SharesCacheLine {
-            cpu,
+            phys,
             len: LEN,
             granule: 64
         }
@@ -536,4 +542,29 @@ fn no_complete_bidirectional_is_stale_both_ways() {
             device_saw_second_request: pattern(0x20),
         }
     );
+}
+
+/// The ready-made strict IOMMU over a non-coherent cache moves bytes both
+/// ways and gives its IOVA pages back.
+#[test]
+fn ready_made_noncoherent_iommu_moves_bytes() {
+    let sim = SimPlatform::noncoherent(1 << 20);
+    let dev = sim.noncoherent_iommu_device(dmacap::DeviceConfig::new());
+    let free = dev.backend().translation().free_pages();
+    let mut tx = sim.memory().alloc_slice_aligned::<u8>(128, 64).unwrap();
+    tx.fill(0x3c);
+    let tx = dev.map_to_device(tx).unwrap();
+    let rx = dev
+        .map_from_device(sim.memory().alloc_slice_aligned::<u8>(128, 64).unwrap())
+        .unwrap();
+    sim.device(&dev)
+        .copy(tx.dma_addr(), rx.dma_addr(), 128)
+        .unwrap();
+    // SAFETY: the simulated copy returned: the device has finished.
+    let rx = unsafe { rx.sync_for_cpu() };
+    assert!(rx.contents().iter().all(|&b| b == 0x3c));
+    drop(rx.unmap());
+    // SAFETY: as above.
+    drop(unsafe { tx.unmap() });
+    assert_eq!(dev.backend().translation().free_pages(), free);
 }

@@ -147,6 +147,26 @@ pub trait SharedContents: shared::Sealed {}
 #[diagnostic::do_not_recommend]
 impl<T: ?Sized + shared::Sealed> SharedContents for T {}
 
+/// Only for the compiler's message: a [`CoherentBox`] (the CPU-only phase)
+/// has no DMA address. Implemented by no type, and no type can implement
+/// it, so `CoherentBox::dma_addr` never compiles; its first error line
+/// names the rule and the way out.
+#[diagnostic::on_unimplemented(
+    message = "a `CoherentBox` withholds its DMA address until `share`: call `let shared = boxed.share()?;` and take `shared.dma_addr()`",
+    label = "CPU-only phase: no device may be given this allocation yet",
+    note = "the CPU phase has safe `Deref`/`DerefMut`; the address exists only once the allocation is shared (`Coherent`), after which fields go through `dma_read!`/`dma_write!`"
+)]
+pub trait AddressAfterShare: never::Never {
+    /// Never called: no type implements this trait.
+    #[doc(hidden)]
+    fn absurd<R>() -> R;
+}
+
+mod never {
+    /// Implemented by no type: seals [`super::AddressAfterShare`] shut.
+    pub trait Never {}
+}
+
 mod shared {
     pub trait Sealed {}
     impl<T: ?Sized + zerocopy::FromBytes + zerocopy::IntoBytes> Sealed for T {}
@@ -334,6 +354,19 @@ where
     /// Bytes allocated (the contents rounded up to whole granules).
     pub fn allocated_bytes(&self) -> usize {
         self.size
+    }
+
+    /// Does not exist: a `CoherentBox` withholds its DMA address until
+    /// [`share`](CoherentBox::share). Declared only so that the compiler's
+    /// first error line says so ([`AddressAfterShare`] is implemented by
+    /// no type).
+    #[doc(hidden)]
+    #[inline(always)]
+    pub fn dma_addr(&self) -> DmaAddr
+    where
+        T: AddressAfterShare,
+    {
+        T::absurd()
     }
 }
 

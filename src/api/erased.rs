@@ -198,7 +198,7 @@ pub trait HasDmaAddr {
 
 impl<D: Direction, Buf: DmaBuffer, B: Backend> HasDmaAddr for Mapped<'_, D, DevOwned, Buf, B> {
     fn dma_addr(&self) -> DmaAddr {
-        Mapped::dma_addr(self)
+        Mapped::<'_, D, DevOwned, Buf, B>::dma_addr(self)
     }
 }
 

@@ -231,6 +231,20 @@ where
         self.dma
     }
 
+    /// Does not exist: a device-owned handle has no CPU view. Declared only
+    /// so that the compiler's first error line names the state
+    /// `contents()` needs and the call that gets there
+    /// ([`CpuViewable`](crate::direction::CpuViewable) is implemented by no
+    /// state).
+    #[doc(hidden)]
+    #[inline(always)]
+    pub fn contents(&self) -> &Buf::Target
+    where
+        DevOwned: crate::base::direction::CpuViewable<D>,
+    {
+        <DevOwned as crate::base::direction::CpuViewable<D>>::absurd()
+    }
+
     /// From now on the handle reaches its buffer through `ptr`, a pointer
     /// to the very same bytes with fresher provenance. For HALs whose
     /// caller hands the buffer back as a new pointer at completion
@@ -601,6 +615,20 @@ where
     Buf: DmaBuffer,
     B: Backend,
 {
+    /// Does not exist: a CPU-owned handle has no DMA address. Declared
+    /// only so that the compiler's first error line names the state
+    /// `dma_addr()` needs and the call that gets there
+    /// ([`DevAddressable`](crate::direction::DevAddressable) is implemented
+    /// by no state).
+    #[doc(hidden)]
+    #[inline(always)]
+    pub fn dma_addr(&self) -> DmaAddr
+    where
+        CpuOwned: crate::base::direction::DevAddressable<D>,
+    {
+        <CpuOwned as crate::base::direction::DevAddressable<D>>::absurd()
+    }
+
     /// The buffer's contents, for reading. Exists in every direction.
     #[inline]
     pub fn contents(&self) -> &Buf::Target {
@@ -648,6 +676,17 @@ where
     {
         // SAFETY: as for `contents`, and `&mut self` makes it exclusive.
         unsafe { core::slice::from_raw_parts_mut(self.ptr.cast::<T>().as_ptr(), self.own.len) }
+    }
+
+    /// Does not exist: a CPU-owned handle has no DMA address (see
+    /// [`DevAddressable`](crate::direction::DevAddressable)).
+    #[doc(hidden)]
+    #[inline(always)]
+    pub fn dma_addr(&self) -> DmaAddr
+    where
+        CpuOwnedPrefix: crate::base::direction::DevAddressable<D>,
+    {
+        <CpuOwnedPrefix as crate::base::direction::DevAddressable<D>>::absurd()
     }
 
     /// How many elements were synced and are visible.

@@ -487,7 +487,7 @@ where
     fn unbounced_error(&self, req: &MapRequest<'_>, reason: BounceReason) -> MapErrorKind {
         match reason {
             BounceReason::SharesCacheLine => MapErrorKind::SharesCacheLine {
-                cpu: req.cpu.as_ptr() as usize,
+                phys: req.phys,
                 len: req.len,
                 granule: <K::Granule as typenum::Unsigned>::USIZE,
             },

@@ -115,6 +115,36 @@ pub trait Ownership: sealed::Sealed + Send + Sync + 'static {
 /// [`CpuOwnedPrefix`]. Sealed.
 pub trait CpuState: Ownership {}
 
+/// Only for the compiler's message: a device-owned handle has no CPU view.
+/// Implemented by no state, so a `contents()` call on a
+/// [`DevOwned`] handle fails with a first error line that says what is
+/// needed and which call gets there. Sealed (its parameter must be a sealed `Direction`).
+#[diagnostic::on_unimplemented(
+    message = "`contents()` needs a CPU-owned handle: this one is device-owned; `unsafe {{ h.sync_for_cpu() }}` returns one once the device has finished (a handle given to a batch comes back from `flush()`)",
+    label = "device-owned: the device may be writing this buffer now",
+    note = "a device-owned handle has no CPU view; `sync_for_cpu` hands the buffer back to the CPU"
+)]
+pub trait CpuViewable<D>: sealed::Sealed {
+    /// Never called: no state implements this trait.
+    #[doc(hidden)]
+    fn absurd<R>() -> R;
+}
+
+/// Only for the compiler's message: a CPU-owned handle has no DMA address.
+/// Implemented by no state, so a `dma_addr()` call on a [`CpuOwned`] or
+/// [`CpuOwnedPrefix`] handle fails with a first error line that says what
+/// is needed and which call gets there. Sealed (its parameter must be a sealed `Direction`).
+#[diagnostic::on_unimplemented(
+    message = "`dma_addr()` needs a device-owned handle: this one is CPU-owned; `h.sync_for_device()` returns one (a handle given to a batch comes back from `flush()`)",
+    label = "CPU-owned: the device must not be given this buffer's address",
+    note = "only a device-owned handle has a DMA address: handing it out is handing the buffer over"
+)]
+pub trait DevAddressable<D>: sealed::Sealed {
+    /// Never called: no state implements this trait.
+    #[doc(hidden)]
+    fn absurd<R>() -> R;
+}
+
 /// The CPU owns the buffer: CPU views exist, the DMA address does not.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuOwned;

@@ -52,10 +52,11 @@ pub enum MapErrorKind {
     /// A byte buffer would share a cache line with other data on a
     /// non-coherent backend: its address or its length is not a multiple of
     /// the backend's granule. (Bouncing it is the alternative, part 3.)
-    #[error("{len} bytes at {cpu:#x} share a cache line with other data (granule {granule} bytes)")]
+    #[error("{len} bytes at {phys} share a cache line with other data (granule {granule} bytes)")]
     SharesCacheLine {
-        /// The buffer's CPU address.
-        cpu: usize,
+        /// Start of the buffer (physical, like every other address in
+        /// these errors).
+        phys: PhysAddr,
         /// Its length in bytes.
         len: usize,
         /// The backend's granule.

@@ -15,12 +15,13 @@ use std::collections::BTreeMap;
 use std::vec::Vec;
 
 use crate::api::device::{Device, DeviceConfig};
-use crate::backend::compose::{Coherent, Composed, NoBounce};
+use crate::backend::compose::{Coherent, Composed, NoBounce, NonCoherent};
 use crate::backend::iommu::{
     InvalidationMode, IommuDomain, IommuHardware, PAGE_SHIFT, PAGE_SIZE, Pte,
 };
 use crate::base::addr::{DmaAddr, PhysAddr};
 use crate::sim::SimPlatform;
+use crate::sim::cache::SimCache;
 use crate::sim::device::{Access, BusTranslate, SimFault};
 use crate::sim::memory::SimMemory;
 use crate::sync::{AtomicUsize, Mutex, Ordering, lock};
@@ -270,6 +271,11 @@ impl BusTranslate for IommuDomain<SimIommu> {
 /// The backend of a coherent device behind a simulated IOMMU.
 pub type SimIommuBackend = Composed<SimMemory, IommuDomain<SimIommu>, Coherent, NoBounce>;
 
+/// The backend of a non-coherent device (cache maintenance on every
+/// hand-over) behind a simulated IOMMU.
+pub type SimNonCoherentIommuBackend =
+    Composed<SimMemory, IommuDomain<SimIommu>, NonCoherent<SimCache>, NoBounce>;
+
 impl SimPlatform {
     /// A coherent device behind its own simulated IOMMU domain (over the
     /// whole 48-bit IOVA space) with invalidation `mode` and limits
@@ -282,6 +288,46 @@ impl SimPlatform {
         let domain = IommuDomain::new(SimIommu::new(), mode);
         Device::new(
             Composed::from_parts(self.memory().clone(), domain, Coherent, NoBounce),
+            config,
+        )
+    }
+
+    /// A non-coherent device behind its own simulated IOMMU domain (over
+    /// the whole 48-bit IOVA space) with strict invalidation: every unmap
+    /// completes its IOTLB invalidation before the IOVA is reused, and
+    /// every hand-over is paired with [`SimCache`] maintenance.
+    ///
+    /// ```
+    /// use dmacap::DeviceConfig;
+    /// use dmacap::sim::SimPlatform;
+    ///
+    /// let sim = SimPlatform::noncoherent(1 << 20);
+    /// let dev = sim.noncoherent_iommu_device(DeviceConfig::new());
+    /// let mut tx = sim.memory().alloc_slice_aligned::<u8>(64, 64).unwrap();
+    /// tx.fill(0x5a);
+    /// let tx = dev.map_to_device(tx).unwrap();
+    /// let mut got = [0u8; 64];
+    /// sim.device(&dev).read(tx.dma_addr(), &mut got).unwrap();
+    /// assert_eq!(got, [0x5a; 64]);
+    /// // SAFETY: the simulated read returned: the device has finished.
+    /// let _buf = unsafe { tx.unmap() };
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the RAM is coherent (made by [`new`](Self::new) or
+    /// [`with_base`](Self::with_base)), which has no cache to maintain.
+    pub fn noncoherent_iommu_device(
+        &self,
+        config: DeviceConfig,
+    ) -> Device<SimNonCoherentIommuBackend> {
+        let cache = self.memory().cache().expect(
+            "a non-coherent device needs non-coherent RAM: make the platform with \
+             SimPlatform::noncoherent",
+        );
+        let domain = IommuDomain::new(SimIommu::new(), InvalidationMode::Strict);
+        Device::new(
+            Composed::from_parts(self.memory().clone(), domain, NonCoherent(cache), NoBounce),
             config,
         )
     }

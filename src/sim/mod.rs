@@ -36,7 +36,7 @@ mod memory;
 pub use cache::SimCache;
 pub use device::{Access, BusTranslate, SimDevice, SimFault};
 pub use fault::{FaultPlan, FaultyBounce, FaultyPlatform, FaultyTranslation};
-pub use iommu::{FaultReason, IommuFault, SimIommu, SimIommuBackend};
+pub use iommu::{FaultReason, IommuFault, SimIommu, SimIommuBackend, SimNonCoherentIommuBackend};
 pub use memory::{PhysAccessError, SimAllocError, SimBuffer, SimMemory};
 
 use crate::api::device::{Device, DeviceConfig};
